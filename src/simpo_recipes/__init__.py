@@ -1,0 +1,1 @@
+"""SimPO recipes: recipe-driven SFT -> SimPO -> evaluation."""
