@@ -1,0 +1,122 @@
+"""Chat-template rendering and tokenization shared by SFT, SimPO and generation.
+
+Rules that every path follows (the reference SimPO repo gets several of them wrong):
+- the prompt is rendered WITH the generation prompt, so the assistant header is context,
+  never part of the loss or of |y|;
+- exactly one BOS: the template and the tokenizer's post-processor may both add one (the
+  Gemma / Mistral double-BOS trap), so text is tokenized without special tokens and the BOS
+  is set once by hand;
+- a response ends with exactly one end-of-turn token: template text after it (Gemma's and
+  Zephyr's trailing newline) is never generated, so it is not trained either.
+"""
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+_PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
+class ChatTemplateError(ValueError):
+    """The tokenizer's chat template cannot be used for training."""
+
+
+class BoundaryError(ValueError):
+    """Prompt and response cannot be split into token sequences that decode to the rendered text."""
+
+
+def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generation_prompt: bool) -> str:
+    if tokenizer.chat_template is None:
+        raise ChatTemplateError(
+            f"tokenizer {tokenizer.name_or_path!r} has no chat template: set `chat_template` in the config"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def wants_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether this model family expects a BOS, from either the post-processor or the template."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    adds_bos = tokenizer("x").input_ids[:1] == [bos]
+    return adds_bos or render(tokenizer, _PROBE[:1], True).startswith(tokenizer.bos_token)
+
+
+def _with_one_bos(ids: list[int], tokenizer: PreTrainedTokenizerBase, bos_expected: bool) -> list[int]:
+    bos = tokenizer.bos_token_id
+    start = 0
+    while bos is not None and start < len(ids) and ids[start] == bos:
+        start += 1
+    return ([bos] if bos_expected else []) + ids[start:]
+
+
+def _end_of_turn(tokenizer: PreTrainedTokenizerBase, response_text: str) -> int:
+    """Character index just past the last special token of a rendered assistant turn."""
+    specials = [t for t in tokenizer.all_special_tokens if t and t in response_text]
+    if not specials:
+        raise ChatTemplateError(
+            f"the chat template of {tokenizer.name_or_path!r} does not close assistant turns with a "
+            "special token (e.g. eos_token): generation could never stop. Fix `chat_template`."
+        )
+    return max(response_text.rindex(t) + len(t) for t in specials)
+
+
+def check_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Fail fast, before any data is processed, if the template is unusable for training."""
+    prompt = render(tokenizer, _PROBE[:1], True)
+    full = render(tokenizer, _PROBE, False)
+    if not full.startswith(prompt):
+        raise ChatTemplateError(
+            f"chat template of {tokenizer.name_or_path!r}: the prompt rendered with the generation "
+            f"prompt ({prompt!r}) is not a prefix of the full conversation ({full!r})"
+        )
+    _end_of_turn(tokenizer, full[len(prompt):])
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
+    """Token ids a model is given to answer `messages`: generation prompt included, one BOS."""
+    text = render(tokenizer, messages, add_generation_prompt=True)
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return _with_one_bos(ids, tokenizer, wants_bos(tokenizer))
+
+
+def encode_response(
+    tokenizer: PreTrainedTokenizerBase, prompt_messages: list[dict], response: dict
+) -> tuple[list[int], list[int]]:
+    """(prompt_ids, response_ids) such that prompt_ids is exactly what generation sees and
+    response_ids is what the model must generate after it, end-of-turn token included."""
+    prompt_text = render(tokenizer, prompt_messages, add_generation_prompt=True)
+    full_text = render(tokenizer, prompt_messages + [response], add_generation_prompt=False)
+    if not full_text.startswith(prompt_text):
+        raise ChatTemplateError(f"rendered prompt is not a prefix of the rendered conversation: {prompt_text!r}")
+    response_text = full_text[len(prompt_text):]
+    response_text = response_text[: _end_of_turn(tokenizer, response_text)]
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    joint_ids = tokenizer(prompt_text + response_text, add_special_tokens=False).input_ids
+    if joint_ids[: len(prompt_ids)] == prompt_ids:
+        response_ids = joint_ids[len(prompt_ids):]
+    else:
+        # A BPE merge crosses the boundary: keep the generation-time prompt and tokenize the
+        # response alone, but only if the pair still decodes to the rendered text.
+        response_ids = tokenizer(response_text, add_special_tokens=False).input_ids
+        decoded = tokenizer.decode(prompt_ids + response_ids)
+        if decoded != tokenizer.decode(joint_ids):
+            raise BoundaryError("tokens merge across the prompt/response boundary")
+    return _with_one_bos(prompt_ids, tokenizer, wants_bos(tokenizer)), response_ids
+
+
+def encode_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """(input_ids, assistant_mask) for SFT: 1 on every assistant turn's tokens up to and
+    including its end-of-turn token, 0 on everything the model is given."""
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            start = len(render(tokenizer, messages[:i], add_generation_prompt=True))
+            turn_text = render(tokenizer, messages[: i + 1], add_generation_prompt=False)[start:]
+            spans.append((start, start + _end_of_turn(tokenizer, turn_text)))
+    text = render(tokenizer, messages, add_generation_prompt=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(s <= lo < e for s, e in spans)) for lo, _ in encoded.offset_mapping]
+    ids = _with_one_bos(encoded.input_ids, tokenizer, wants_bos(tokenizer))
+    shift = len(ids) - len(encoded.input_ids)  # BOS added (+1) or duplicate removed (-n)
+    mask = [0] * shift + mask if shift >= 0 else mask[-shift:]
+    return ids, mask

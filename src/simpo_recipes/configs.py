@@ -1,0 +1,160 @@
+"""Typed configuration for the training scripts.
+
+Keys follow the reference SimPO repository (alignment-handbook style) so its YAML files run
+unchanged; `parsing.parse_config` maps old spellings and rejects unknown keys.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trl
+from transformers import TrainingArguments
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message says which and what to do."""
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "Local folder or hub name of the starting model."})
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer to load, if not the model's own."}
+    )
+    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit)."})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = field(
+        default=None, metadata={"help": "Weights dtype when loading; None keeps the default (float32)."}
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "sdpa, eager (Gemma-2), flash_attention_2 ... None: transformers' choice."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code shipped with the checkpoint. Off unless a recipe needs it."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_mixer: dict[str, float] = field(
+        metadata={"help": "{hub name or local folder: fraction of its train split to use, in (0, 1]}."}
+    )
+    dataset_splits: list[str] = field(
+        default_factory=lambda: ["train", "test"],
+        metadata={"help": "Splits to load; names containing 'train' train, those containing 'test' evaluate."},
+    )
+    chat_template: str | None = field(
+        default=None, metadata={"help": "Jinja chat template overriding the tokenizer's own."}
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes for tokenization (datasets.map num_proc)."}
+    )
+    max_bad_fraction: float = field(
+        default=0.05,
+        metadata={"help": "Stop if more than this fraction of rows is malformed (missing columns, empty or "
+                          "identical responses, broken role order). Over-length rows are counted separately."},
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dataset_mixer, dict) or not self.dataset_mixer:
+            raise ConfigError("dataset_mixer must be a mapping {dataset: fraction}, e.g. {data/demo/prefs: 1.0}")
+        for name, fraction in self.dataset_mixer.items():
+            if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+                raise ConfigError(f"dataset_mixer[{name!r}] = {fraction!r}: fractions must be in (0, 1]")
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"max_bad_fraction = {self.max_bad_fraction}: must be in [0, 1]")
+
+
+def derive_gradient_accumulation(args: TrainingArguments, total_batch_size: int | None) -> None:
+    """Set gradient_accumulation_steps so that world × micro-batch × accumulation = total batch.
+
+    This keeps the optimizer's batch at the paper's 128 pairs on any GPU count."""
+    if total_batch_size is None:
+        return
+    per_step = args.world_size * args.per_device_train_batch_size
+    if total_batch_size <= 0 or total_batch_size % per_step:
+        raise ConfigError(
+            f"total_batch_size = {total_batch_size} is not a positive multiple of world size {args.world_size} "
+            f"× per_device_train_batch_size {args.per_device_train_batch_size} = {per_step}: change one of them"
+        )
+    derived = total_batch_size // per_step
+    if args.gradient_accumulation_steps not in (1, derived):
+        raise ConfigError(
+            f"gradient_accumulation_steps = {args.gradient_accumulation_steps} contradicts total_batch_size = "
+            f"{total_batch_size} (which gives {derived} on {args.world_size} process(es)): set only total_batch_size"
+        )
+    args.gradient_accumulation_steps = derived
+
+
+def batch_arithmetic(args: TrainingArguments) -> str:
+    """The global batch spelled out, nanoGPT style."""
+    total = args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return (f"world size {args.world_size} × per-device batch {args.per_device_train_batch_size} × "
+            f"gradient accumulation {args.gradient_accumulation_steps} = global batch {total}")
+
+
+@dataclass
+class SimPOConfig(TrainingArguments):
+    beta: float = field(default=2.0, metadata={"help": "Reward scale β on the average log-probability."})
+    gamma_beta_ratio: float | None = field(
+        default=None, metadata={"help": "Target margin as a ratio γ/β (reference-repo convention). Default 0.25."}
+    )
+    gamma: float | None = field(
+        default=None, metadata={"help": "Absolute target margin γ (TRL's simpo_gamma). Exclusive with the ratio."}
+    )
+    loss_type: Literal["sigmoid", "hinge"] = field(
+        default="sigmoid", metadata={"help": "sigmoid: −log σ(z); hinge: max(0, 1 − z), z = β Δavg − γ."}
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata={"help": "Conservative-loss label smoothing in [0, 0.5) (sigmoid loss only)."}
+    )
+    sft_weight: float = field(
+        default=0.0, metadata={"help": "Weight of a token-mean NLL term on the chosen responses; 0 disables it."}
+    )
+    max_length: int = field(default=2048, metadata={"help": "Longest prompt + response; longer pairs are dropped."})
+    max_prompt_length: int = field(default=1800, metadata={"help": "Longest prompt; longer pairs are dropped."})
+    total_batch_size: int | None = field(
+        default=None, metadata={"help": "Global batch in pairs; sets gradient accumulation for any world size."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the ids."})
+
+    @property
+    def effective_gamma(self) -> float:
+        """Absolute margin γ, whichever way it was given."""
+        if self.gamma is not None:
+            return self.gamma
+        return self.beta * (0.25 if self.gamma_beta_ratio is None else self.gamma_beta_ratio)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"beta = {self.beta!r}: must be a finite number > 0 (paper: 2.0 to 10)")
+        if self.gamma is not None and self.gamma_beta_ratio is not None:
+            raise ConfigError("both gamma and gamma_beta_ratio are set: give the margin one way only")
+        if self.effective_gamma < 0:
+            raise ConfigError(f"target margin γ = {self.effective_gamma}: must be ≥ 0")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing = {self.label_smoothing}: must be in [0, 0.5)")
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight = {self.sft_weight}: must be ≥ 0")
+        if self.loss_type not in ("sigmoid", "hinge"):
+            raise ConfigError(f"loss_type = {self.loss_type!r}: choose sigmoid or hinge")
+        if not 0 < self.max_prompt_length < self.max_length:
+            raise ConfigError(
+                f"max_prompt_length = {self.max_prompt_length} must be > 0 and < max_length = {self.max_length}"
+            )
+        super().__post_init__()
+        derive_gradient_accumulation(self, self.total_batch_size)
+
+
+@dataclass
+class SFTConfig(trl.SFTConfig):
+    total_batch_size: int | None = field(
+        default=None, metadata={"help": "Global batch in sequences; sets gradient accumulation for any world size."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_length is None or self.max_length <= 0:
+            raise ConfigError(f"max_length = {self.max_length}: must be a positive token count")
+        super().__post_init__()
+        derive_gradient_accumulation(self, self.total_batch_size)
