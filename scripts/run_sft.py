@@ -6,7 +6,7 @@ import logging
 from transformers import set_seed
 from trl import SFTTrainer
 
-from simpo_recipes.configs import DataArguments, ModelArguments, SFTConfig
+from simpo_recipes.configs import STAGE_CONFIGS
 from simpo_recipes.data import SFT_COLUMNS, load_mixture
 from simpo_recipes.parsing import parse_config
 from simpo_recipes.preprocess import prepare_conversations
@@ -18,7 +18,7 @@ logger = logging.getLogger("simpo_recipes")
 
 
 def main() -> None:
-    model_args, data_args, args = parse_config((ModelArguments, DataArguments, SFTConfig))
+    model_args, data_args, args = parse_config(STAGE_CONFIGS["sft"])
     setup_logging(args)
     set_seed(args.seed)
     announce((model_args, data_args, args), args)

@@ -5,7 +5,7 @@ import logging
 
 from transformers import set_seed
 
-from simpo_recipes.configs import DataArguments, ModelArguments, SimPOConfig
+from simpo_recipes.configs import STAGE_CONFIGS
 from simpo_recipes.data import PREFERENCE_COLUMNS, load_mixture
 from simpo_recipes.parsing import parse_config
 from simpo_recipes.preprocess import prepare_preferences
@@ -18,7 +18,7 @@ logger = logging.getLogger("simpo_recipes")
 
 
 def main() -> None:
-    model_args, data_args, args = parse_config((ModelArguments, DataArguments, SimPOConfig))
+    model_args, data_args, args = parse_config(STAGE_CONFIGS["simpo"])
     setup_logging(args)
     set_seed(args.seed)
     announce((model_args, data_args, args), args)

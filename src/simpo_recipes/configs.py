@@ -158,3 +158,10 @@ class SFTConfig(trl.SFTConfig):
             raise ConfigError(f"max_length = {self.max_length}: must be a positive token count")
         super().__post_init__()
         derive_gradient_accumulation(self, self.total_batch_size)
+
+
+# The dataclasses each stage's training config fills, in the order the scripts receive them.
+STAGE_CONFIGS = {
+    "sft": (ModelArguments, DataArguments, SFTConfig),
+    "simpo": (ModelArguments, DataArguments, SimPOConfig),
+}

@@ -1,0 +1,95 @@
+"""Every YAML in the repository parses and validates; bad configs fail before any model loads."""
+from pathlib import Path
+
+import pytest
+
+from simpo_recipes.configs import STAGE_CONFIGS, ConfigError
+from simpo_recipes.parsing import build, parse_config
+from simpo_recipes.recipes import load_recipe, stage_commands
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINING_CONFIGS = sorted((ROOT / "training_configs").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+
+
+def stage_of(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[1]
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
+def test_training_config_parses(path):
+    model_args, data_args, args = parse_config(STAGE_CONFIGS[stage_of(path)], [str(path)])
+    assert model_args.model_name_or_path and data_args.dataset_mixer and args.output_dir
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses_and_chains_its_stages(path):
+    recipe = load_recipe(path)
+    commands = stage_commands(recipe, ["launch"])
+    assert len(commands) == len(recipe.stages)
+    for stage in recipe.stages:
+        assert (ROOT / stage.config).exists(), stage.config
+        assert stage_of(Path(stage.config)) == stage.stage
+    for previous, command in zip(recipe.stages, commands[1:]):
+        prev_output = parse_config(STAGE_CONFIGS[previous.stage], [previous.config])[2].output_dir
+        assert f"--model_name_or_path={prev_output}" in command
+
+
+def simpo(**overrides):
+    config = {"model_name_or_path": "m", "dataset_mixer": {"d": 1.0}, "output_dir": "/tmp/x"} | overrides
+    return build(config, STAGE_CONFIGS["simpo"], "test.yaml")
+
+
+def test_unknown_key_names_file_and_closest_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbetta: 2.0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'betta'; did you mean 'beta'\?"):
+        parse_config(STAGE_CONFIGS["simpo"], [str(path)])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"beta": 0}, "beta = 0"),
+    ({"beta": -1.0}, "beta = -1.0"),
+    ({"gamma": -0.1}, "margin γ = -0.1"),
+    ({"gamma": 0.5, "gamma_beta_ratio": 0.5}, "both gamma and gamma_beta_ratio"),
+    ({"max_length": 512, "max_prompt_length": 512}, "max_prompt_length = 512"),
+    ({"dataset_mixer": {"d": 1.5}}, r"dataset_mixer\['d'\] = 1.5"),
+    ({"dataset_mixer": {"d": 0}}, r"dataset_mixer\['d'\] = 0"),
+    ({"label_smoothing": 0.5}, "label_smoothing"),
+    ({"loss_type": "ipo"}, "loss_type"),
+    ({"learning_rate": "fast"}, "learning_rate = 'fast' is not a valid float"),
+    ({"total_batch_size": 100, "per_device_train_batch_size": 8}, "total_batch_size = 100"),
+])
+def test_bad_values_fail_with_a_clear_message(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        simpo(**overrides)
+
+
+def test_margin_either_way_and_logged_gamma():
+    assert simpo(beta=2.5, gamma_beta_ratio=0.55)[2].effective_gamma == pytest.approx(1.375)
+    assert simpo(beta=2.5, gamma=1.0)[2].effective_gamma == 1.0
+
+
+def test_total_batch_size_sets_accumulation():
+    args = simpo(total_batch_size=128, per_device_train_batch_size=2)[2]
+    assert args.world_size == 1 and args.gradient_accumulation_steps == 64
+    with pytest.raises(ConfigError, match="contradicts"):
+        simpo(total_batch_size=128, per_device_train_batch_size=2, gradient_accumulation_steps=16)
+
+
+def test_reference_repo_spellings_and_yaml_quirks(tmp_path, caplog):
+    path = tmp_path / "ref.yaml"
+    # PyYAML reads 1e-6 (no dot) as a string; warmup_ratio and evaluation_strategy are old spellings
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nlearning_rate: 1e-6\n"
+                    "warmup_ratio: 0.1\nevaluation_strategy: steps\ntorch_dtype: bfloat16\n")
+    model_args, _, args = parse_config(STAGE_CONFIGS["simpo"], [str(path), "--beta=10", "--output_dir", "/tmp/o"])
+    assert args.learning_rate == 1e-6 and args.warmup_steps == 0.1 and args.eval_strategy == "steps"
+    assert model_args.dtype == "bfloat16" and args.beta == 10.0 and args.output_dir == "/tmp/o"
+    assert "'warmup_ratio' is deprecated" in caplog.text
+
+
+def test_command_line_overrides_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbeta: 2.0\n")
+    args = parse_config(STAGE_CONFIGS["simpo"], [str(path), "--beta=2.5", "--dataset_mixer={e: 0.5}"])
+    assert args[2].beta == 2.5 and args[1].dataset_mixer == {"e": 0.5}
