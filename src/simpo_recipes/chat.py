@@ -49,15 +49,23 @@ def _with_one_bos(ids: list[int], tokenizer: PreTrainedTokenizerBase, bos_expect
     return ([bos] if bos_expected else []) + ids[start:]
 
 
+def _special_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    # all_special_tokens misses added specials such as Llama-3's <|eot_id|> in transformers 5
+    added = [t.content for t in tokenizer.added_tokens_decoder.values() if t.special]
+    return [t for t in {*added, *tokenizer.all_special_tokens} if t]
+
+
 def _end_of_turn(tokenizer: PreTrainedTokenizerBase, response_text: str) -> int:
-    """Character index just past the last special token of a rendered assistant turn."""
-    specials = [t for t in tokenizer.all_special_tokens if t and t in response_text]
-    if not specials:
+    """Character index just past the first special token after the answer: its end-of-turn.
+    What follows (a newline, or the next header that Llama-3's original template always adds)
+    is never generated, so it is not trained."""
+    ends = [response_text.index(t) + len(t) for t in _special_tokens(tokenizer) if t in response_text]
+    if not ends:
         raise ChatTemplateError(
             f"the chat template of {tokenizer.name_or_path!r} does not close assistant turns with a "
             "special token (e.g. eos_token): generation could never stop. Fix `chat_template`."
         )
-    return max(response_text.rindex(t) + len(t) for t in specials)
+    return min(ends)
 
 
 def check_template(tokenizer: PreTrainedTokenizerBase) -> None:
