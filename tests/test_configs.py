@@ -93,3 +93,9 @@ def test_command_line_overrides_yaml(tmp_path):
     path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbeta: 2.0\n")
     args = parse_config(STAGE_CONFIGS["simpo"], [str(path), "--beta=2.5", "--dataset_mixer={e: 0.5}"])
     assert args[2].beta == 2.5 and args[1].dataset_mixer == {"e": 0.5}
+
+
+def test_yaml_no_is_a_strategy_not_false(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nsave_strategy: no\n")
+    assert parse_config(STAGE_CONFIGS["simpo"], [str(path), "--eval_strategy=no"])[2].save_strategy == "no"

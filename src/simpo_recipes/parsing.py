@@ -62,11 +62,14 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field, source: str) -> Any:
-    """YAML reads `1e-6` as a string and CLI values lack types: convert by the field's default."""
+    """YAML reads `1e-6` as a string and `no` as False, and CLI values lack types: convert by the
+    field's default."""
     default = f.default
     try:
         if isinstance(default, bool) or value is None:
             return value
+        if isinstance(default, str) and isinstance(value, bool):  # save_strategy: no
+            return "yes" if value else "no"
         if isinstance(default, float) and isinstance(value, (int, str)):
             return float(value)
         if isinstance(default, int) and isinstance(value, str):

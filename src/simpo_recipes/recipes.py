@@ -41,6 +41,7 @@ class Recipe:
     stages: list[Stage] = field(metadata={"help": "Run in order; each starts from the previous one's output."})
     description: str = field(default="", metadata={"help": "One line for `make help` and the README table."})
     generation: Generation = field(default_factory=Generation, metadata={"help": "Evaluation decoding."})
+    root: Path = field(init=False, default=Path("."), metadata={"help": "The repository holding recipes/."})
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -61,6 +62,11 @@ def load_recipe(path: str | Path) -> Recipe:
     )[0]
     if recipe.name != Path(path).stem:
         raise ConfigError(f"{source}: name {recipe.name!r} must match the file name {Path(path).stem!r}")
+    # config paths are relative to the repository holding recipes/, whatever the working directory
+    recipe.root = Path(path).resolve().parent.parent
+    recipe.accelerate_config = str(recipe.root / recipe.accelerate_config)
+    for stage in recipe.stages:
+        stage.config = str(recipe.root / stage.config)
     return recipe
 
 
@@ -76,7 +82,7 @@ def stage_commands(recipe: Recipe, launcher: list[str], extra: list[str] = ()) -
     """One command per stage; stage i > 0 starts from stage i−1's output_dir."""
     commands, previous = [], None
     for stage in recipe.stages:
-        args = [STAGE_SCRIPTS[stage.stage], stage.config]
+        args = [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config]
         args += [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in stage.overrides.items()]
         if previous is not None:
             args.append(f"--model_name_or_path={previous}")

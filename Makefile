@@ -1,0 +1,48 @@
+# SimPO recipes. `make help` lists the targets; README.md explains them.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL ?= tiny
+# Offline variables for the CPU demo and the tests: nothing may reach for the Hugging Face Hub.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+DEMO_DATA := data/demo
+DEMO_OUT := outputs/tiny
+
+.PHONY: help install test demo demo-data demo-model train demo-eval clean
+
+help:  ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  recipes: $(notdir $(basename $(wildcard recipes/*.yaml)))"
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv and install the pinned requirements
+
+test: $(VENV)/.installed  ## Run the test suite (CPU, offline)
+	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(VENV)/.installed  ## Embedded default: tiny model, SFT -> SimPO -> judged evaluation, on CPU
+	$(MAKE) --no-print-directory demo-data demo-model
+	$(MAKE) --no-print-directory train MODEL=tiny
+	$(MAKE) --no-print-directory demo-eval
+
+demo-data: $(VENV)/.installed  ## Generate the demo task's SFT, preference and held-out sets
+	$(OFFLINE) $(PY) scripts/make_demo_data.py --output_dir $(DEMO_DATA)
+
+demo-model: $(VENV)/.installed  ## Build the tiny random-init Llama-3-style model and its tokenizer
+	$(OFFLINE) $(PY) scripts/build_tiny_model.py --family llama3 --output_dir $(DEMO_OUT)/base \
+		--data $(DEMO_DATA)/sft/train.jsonl $(DEMO_DATA)/prefs/train.jsonl
+
+train: $(VENV)/.installed  ## Run every stage of recipes/$(MODEL).yaml (make train MODEL=tiny)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/train.py recipes/$(MODEL).yaml
+
+demo-eval: $(VENV)/.installed  ## Answer held-out prompts with the SFT and SimPO models, judge, tabulate
+	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
+		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+
+clean:  ## Remove generated data and outputs (keeps .venv)
+	rm -rf data outputs
