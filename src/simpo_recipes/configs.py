@@ -118,6 +118,17 @@ class SimPOConfig(TrainingArguments):
         default=None, metadata={"help": "Global batch in pairs; sets gradient accumulation for any world size."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the ids."})
+    # The fast SimPO step (docs/benchmarks.md); each part is switchable and tested equal to the reference.
+    lm_head_chunk_size: int = field(
+        default=256, metadata={"help": "Scored tokens per LM-head chunk (fp32 log-softmax, no [2B, T, V] logits); "
+                                       "0: the model's full logits, the reference path."}
+    )
+    padding_free: bool = field(
+        default=True, metadata={"help": "Pack a micro-batch's sequences into one row: no compute on padding."}
+    )
+    prefix_sharing: bool = field(
+        default=True, metadata={"help": "Compute each pair's prompt once; chosen and rejected both attend to it."}
+    )
 
     @property
     def effective_gamma(self) -> float:
@@ -139,6 +150,11 @@ class SimPOConfig(TrainingArguments):
             raise ConfigError(f"sft_weight = {self.sft_weight}: must be ≥ 0")
         if self.loss_type not in ("sigmoid", "hinge"):
             raise ConfigError(f"loss_type = {self.loss_type!r}: choose sigmoid or hinge")
+        if not isinstance(self.lm_head_chunk_size, int) or self.lm_head_chunk_size < 0:
+            raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 (0: full logits)")
+        if self.lm_head_chunk_size == 0 and (self.padding_free or self.prefix_sharing):
+            raise ConfigError("padding_free and prefix_sharing score tokens with the chunked LM head: set "
+                              "lm_head_chunk_size > 0, or set both to false for the reference path")
         if not 0 < self.max_prompt_length < self.max_length:
             raise ConfigError(
                 f"max_prompt_length = {self.max_prompt_length} must be > 0 and < max_length = {self.max_length}"

@@ -1,37 +1,39 @@
 """SimPO on `transformers.Trainer`: no reference model, one forward over chosen + rejected."""
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import Trainer
 
 from simpo_recipes.configs import SimPOConfig
+from simpo_recipes.lm_head import ChunkedHead, chunked_head_support
 from simpo_recipes.loss import response_logps, simpo_loss
+from simpo_recipes.packing import PAIR_ATTENTION, pack_pairs, pair_attention_support
+
+logger = logging.getLogger("simpo_recipes")
 
 
 @dataclass
 class PairCollator:
-    """Right-pads prompt+chosen and prompt+rejected into one [2B, T] batch (chosen first).
-    Labels are −100 on the prompt and padding, so only response tokens are scored."""
+    """B preference rows -> one batch. Padded (the reference): prompt+chosen and prompt+rejected right-
+    padded into [2B, T] (chosen first), labels −100 off the response. padding_free / prefix_sharing:
+    the packed layouts of `packing.pack_pairs`. Every layout lists its scored tokens."""
 
     pad_token_id: int
+    padding_free: bool = False
+    prefix_sharing: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        sequences, labels = [], []
-        for side in ("chosen_input_ids", "rejected_input_ids"):
-            for row in rows:
-                prompt, response = row["prompt_input_ids"], row[side]
-                sequences.append(prompt + response)
-                labels.append([-100] * len(prompt) + response)
-        width = max(len(s) for s in sequences)
-        batch = {
-            "input_ids": [s + [self.pad_token_id] * (width - len(s)) for s in sequences],
-            "attention_mask": [[1] * len(s) + [0] * (width - len(s)) for s in sequences],
-            "labels": [lab + [-100] * (width - len(lab)) for lab in labels],
-        }
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        batch = pack_pairs(rows, self.pad_token_id, self.padding_free, self.prefix_sharing)
+        if self.padding_free or self.prefix_sharing:
+            return batch
+        del batch["position_ids"], batch["pair_spans"]
+        labels = torch.full_like(batch["input_ids"], -100)
+        labels.view(-1)[batch["score_index"] + 1] = batch["score_target"]  # padded: token t is scored at t − 1
+        return batch | {"labels": labels}
 
 
 class SimPOTrainer(Trainer):
@@ -42,10 +44,26 @@ class SimPOTrainer(Trainer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.chunked_head = None
+        model, config = self.accelerator.unwrap_model(self.model), self.args
+        if config.lm_head_chunk_size:
+            reason = chunked_head_support(model)
+            if reason is None:
+                self.chunked_head = ChunkedHead(model, config.lm_head_chunk_size)
+            else:
+                logger.warning("chunked LM head off, the reference path is used: %s", reason)
+        packed = self.chunked_head is not None and (config.padding_free or config.prefix_sharing)
+        if packed and (reason := pair_attention_support(model, config.max_length)):
+            logger.warning("padding_free and prefix_sharing off, padded batches are used: %s", reason)
+            packed = False
+        if packed:
+            model.set_attn_implementation(PAIR_ATTENTION)
+        if isinstance(self.data_collator, PairCollator):
+            self.data_collator = replace(self.data_collator, padding_free=packed and config.padding_free,
+                                         prefix_sharing=packed and config.prefix_sharing)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        logps_sum, n_tokens = response_logps(outputs.logits, inputs["labels"])
+        logps_sum, n_tokens, outputs = self._sequence_logps(model, inputs)
         avg_logps = logps_sum / n_tokens.clamp(min=1)
         chosen, rejected = avg_logps.chunk(2)
         args = self.args
@@ -57,6 +75,21 @@ class SimPOTrainer(Trainer):
             loss = loss - args.sft_weight * chosen_sum.sum() / chosen_tokens.sum().clamp(min=1)
         self._store(losses, chosen, rejected, n_tokens)
         return (loss, outputs) if return_outputs else loss
+
+    def _sequence_logps(self, model, inputs):
+        """(sum of response log-probs, response length) per sequence, chosen first; and the model outputs
+        on the reference path (full logits), None on the chunked one."""
+        model_inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                        "use_cache": False}
+        if self.chunked_head is None:
+            outputs = model(**model_inputs)
+            return *response_logps(outputs.logits, inputs["labels"]), outputs
+        if "pair_spans" in inputs:
+            model_inputs |= {"position_ids": inputs["position_ids"], "pair_spans": inputs["pair_spans"]}
+        token_logps = self.chunked_head.logps(model, model_inputs, inputs["score_index"], inputs["score_target"])
+        sequence, n_sequences = inputs["score_sequence"], 2 * inputs["pair_count"]
+        logps_sum = token_logps.new_zeros(n_sequences).index_add(0, sequence, token_logps)
+        return logps_sum, torch.bincount(sequence, minlength=n_sequences), None
 
     @torch.no_grad()
     def _store(self, losses, chosen, rejected, n_tokens) -> None:
