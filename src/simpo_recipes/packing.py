@@ -69,7 +69,8 @@ def pack_pairs(rows: list[dict], pad_token_id: int, padding_free: bool, prefix_s
         ids, pos, row_spans, offset = [], [], [], 0
         for tokens, unit_spans, scored in group:
             for start, end, p0, p1 in unit_spans:
-                row_spans.append((offset + start, offset + end, offset + p0, offset + p1))
+                prefix = (offset + p0, offset + p1) if p1 > p0 else (0, 0)
+                row_spans.append((offset + start, offset + end, *prefix))
                 pos.extend(range(p1 - p0, p1 - p0 + end - start))  # a response continues its prompt's positions
             for position, tok, seq in scored:
                 index.append(r * width + offset + position)

@@ -1,0 +1,141 @@
+"""The fast SimPO step (chunked LM head, padding-free packing, prefix sharing) against the reference
+path (full logits, padded [2B, T] batch): loss, every gradient and the logged metrics."""
+import copy
+import logging
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig
+
+from simpo_recipes.configs import ConfigError, SimPOConfig
+from simpo_recipes.packing import PAIR_ATTENTION
+from simpo_recipes.trainer import PairCollator, SimPOTrainer
+
+REFERENCE = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
+FAST = {  # odd chunk sizes put chunk boundaries inside responses
+    "chunked head": dict(lm_head_chunk_size=3, padding_free=False, prefix_sharing=False),
+    "packed": dict(lm_head_chunk_size=5, padding_free=True, prefix_sharing=False),
+    "prompt shared, a row per pair": dict(lm_head_chunk_size=7, padding_free=False, prefix_sharing=True),
+    "packed + prompt shared (default)": {},
+}
+VOCAB = 97
+
+
+def pairs(lengths=((5, 3, 7), (70, 4, 1), (2, 9, 9), (12, 1, 30))) -> list[dict]:
+    """Random ids; prompts from 2 to 70 tokens, rejected shorter and longer than chosen."""
+    g = torch.Generator().manual_seed(0)
+    ids = lambda n: torch.randint(1, VOCAB, (n,), generator=g).tolist()  # noqa: E731
+    return [{"prompt_input_ids": ids(p), "chosen_input_ids": ids(c), "rejected_input_ids": ids(r)}
+            for p, c, r in lengths]
+
+
+def tiny(family: str):
+    torch.manual_seed(0)
+    if family == "llama":
+        config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2)
+    elif family == "gpt2":  # tied embeddings, and the body is `.transformer`, not `.model`
+        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256, resid_pdrop=0.0,
+                            embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1)
+    else:  # Gemma-2: eager attention, attention and final logit soft-capping, sliding window below 70
+        config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=16,
+                              final_logit_softcapping=3.0)
+    config._attn_implementation = "eager" if family == "gemma2" else "sdpa"
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def step(model, tmp_path, rows=None, **config):
+    """One compute_loss + backward through the trainer's own collator: (loss, grads, metrics, trainer)."""
+    model = copy.deepcopy(model).train()
+    args = SimPOConfig(output_dir=str(tmp_path), beta=2.5, gamma=1.375, report_to="none", max_length=256,
+                       max_prompt_length=128, **config)
+    trainer = SimPOTrainer(model=model, args=args, data_collator=PairCollator(pad_token_id=0))
+    loss = trainer.compute_loss(model, trainer.data_collator(rows or pairs()))
+    loss.backward()
+    metrics = {k: v[0] for k, v in trainer._metrics["train"].items()}
+    return loss.item(), {n: p.grad for n, p in model.named_parameters()}, metrics, trainer
+
+
+def assert_equal(got, want):
+    assert got[0] == pytest.approx(want[0], abs=1e-5)
+    for name, grad in want[1].items():
+        torch.testing.assert_close(got[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert got[2] == pytest.approx(want[2], abs=1e-5)
+
+
+@pytest.mark.parametrize("path", FAST)
+@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
+def test_fast_paths_equal_the_reference(path, sft_weight, tmp_path):
+    model = tiny("llama")
+    want = step(model, tmp_path, sft_weight=sft_weight, **REFERENCE)
+    got = step(model, tmp_path, sft_weight=sft_weight, **FAST[path])
+    assert_equal(got, want)
+    assert got[2]["lengths/rejected"] == pytest.approx((7 + 1 + 9 + 30) / 4)
+
+
+def test_packing_with_gradient_checkpointing(tmp_path):
+    model = tiny("llama")
+    assert_equal(step(model, tmp_path, gradient_checkpointing=True),
+                 step(model, tmp_path, gradient_checkpointing=True, **REFERENCE))
+
+
+def test_tied_embeddings_and_a_body_not_called_model(tmp_path):
+    model = tiny("gpt2")
+    got = step(model, tmp_path)
+    assert got[3].data_collator.prefix_sharing and got[3].chunked_head is not None
+    assert_equal(got, step(model, tmp_path, **REFERENCE))
+
+
+def test_gemma2_keeps_padded_batches_and_soft_caps_the_chunked_head(tmp_path, caplog):
+    model = tiny("gemma2")
+    with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
+        got = step(model, tmp_path)
+    assert "'eager' attention" in caplog.text
+    assert not got[3].data_collator.padding_free and got[3].chunked_head.softcap == 3.0
+    assert_equal(got, step(model, tmp_path, **REFERENCE))
+
+
+def test_scaled_logits_fall_back_to_the_reference_path(tmp_path, caplog):
+    model = tiny("llama")
+    model.config.logit_scale = 0.5  # Cohere-style: the chunked head does not apply it
+    with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
+        _, _, _, trainer = step(model, tmp_path)
+    assert trainer.chunked_head is None and "scales its logits" in caplog.text
+    assert not trainer.data_collator.padding_free
+
+
+def test_saved_model_does_not_keep_the_packed_attention(tmp_path):
+    _, _, _, trainer = step(tiny("llama"), tmp_path)
+    assert trainer.model.config._attn_implementation == PAIR_ATTENTION
+    trainer.model.save_pretrained(tmp_path / "saved")
+    assert PAIR_ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
+    assert reloaded.config._attn_implementation == "sdpa"
+
+
+def test_collator_layouts():
+    rows = [{"prompt_input_ids": [11, 12], "chosen_input_ids": [21], "rejected_input_ids": [31, 32]},
+            {"prompt_input_ids": [13], "chosen_input_ids": [22, 23], "rejected_input_ids": [33]}]
+    padded = PairCollator(pad_token_id=0)(rows)
+    assert padded["input_ids"].tolist() == [[11, 12, 21, 0], [13, 22, 23, 0], [11, 12, 31, 32], [13, 33, 0, 0]]
+    assert padded["labels"].tolist() == [[-100, -100, 21, -100], [-100, 22, 23, -100],
+                                         [-100, -100, 31, 32], [-100, 33, -100, -100]]
+    shared = PairCollator(pad_token_id=0, padding_free=True, prefix_sharing=True)(rows)
+    assert shared["input_ids"].tolist() == [[11, 12, 21, 31, 32, 13, 22, 23, 33]]
+    assert shared["position_ids"].tolist() == [[0, 1, 2, 2, 3, 0, 1, 2, 1]]
+    assert shared["pair_spans"] == [[(0, 3, 0, 0), (3, 5, 0, 2), (5, 8, 0, 0), (8, 9, 5, 6)]]
+    # both responses' first token is predicted at the prompt's last position
+    assert list(zip(shared["score_index"].tolist(), shared["score_target"].tolist(),
+                    shared["score_sequence"].tolist())) == [
+        (1, 21, 0), (1, 31, 2), (3, 32, 2), (5, 22, 1), (6, 23, 1), (5, 33, 3)]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lm_head_chunk_size=-1), "lm_head_chunk_size"),
+    (dict(lm_head_chunk_size=0), "set lm_head_chunk_size > 0, or set both to false"),
+])
+def test_fast_path_config_errors(bad, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        SimPOConfig(output_dir=str(tmp_path), **bad)
+
