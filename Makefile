@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
 
-.PHONY: help install test demo demo-data demo-model train demo-eval clean
+.PHONY: help install test demo demo-data demo-model train demo-eval bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ train: $(VENV)/.installed  ## Run every stage of recipes/$(MODEL).yaml (make tra
 demo-eval: $(VENV)/.installed  ## Answer held-out prompts with the SFT and SimPO models, judge, tabulate
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+
+bench: $(VENV)/.installed  ## Time the SimPO step against TRL CPO-SimPO and DPO -> docs/benchmarks.md (BENCH_ARGS=...)
+	$(OFFLINE) $(PY) scripts/bench_simpo.py $(BENCH_ARGS)
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs

