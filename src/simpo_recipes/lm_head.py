@@ -33,8 +33,10 @@ class ChunkedHeadLogps(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             chunk = slice(start, start + chunk_size)
             logits, _ = _logits(hidden[chunk], weight, bias, softcap)
-            log_norm[chunk] = torch.logsumexp(logits, dim=-1)
-            logps[chunk] = logits.gather(-1, targets[chunk, None]).squeeze(-1) - log_norm[chunk]
+            target_logits = logits.gather(-1, targets[chunk, None]).squeeze(-1)
+            top = logits.amax(-1, keepdim=True)  # logsumexp in place: no second [chunk, V] buffer
+            log_norm[chunk] = logits.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)
+            logps[chunk] = target_logits - log_norm[chunk]
         ctx.save_for_backward(hidden, weight, bias, targets, log_norm)
         ctx.chunk_size, ctx.softcap = chunk_size, softcap
         return logps
