@@ -69,7 +69,8 @@ def main() -> None:
     args = parse_args()
     if args.worker:  # one contender, in this process
         job = json.loads(Path(args.worker).read_text())
-        Path(args.worker).with_suffix(".out").write_text(json.dumps(run_contender(job["name"], job["rows"], job["spec"])))
+        result = run_contender(job["name"], job["rows"], job["spec"])
+        Path(args.worker).with_suffix(".out").write_text(json.dumps(result))
         return
     from transformers import AutoTokenizer
 

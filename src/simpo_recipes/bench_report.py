@@ -25,16 +25,16 @@ def main_table(shape: str, results: dict[str, dict], peak_tflops: float | None) 
     s = SHAPES[shape]
     share = 6 * s["hidden_size"] * s["vocab_size"] / flops_per_token(s)
     cpo, dpo = results.get("trl-cpo-simpo"), results.get("trl-dpo")
-    cols = ["contender", "step (s)", "CPU s/step", "useful tokens/s", "peak memory (MiB)", "step ÷ TRL-CPO",
-            "step ÷ DPO", "memory ÷ TRL-CPO", "memory ÷ DPO", "\\|Δloss\\|", "max \\|Δgrad\\|"]
+    cols = ["contender", "step (s)", "CPU s/step", "useful tokens/s", "peak memory (MiB)", "training adds (MiB)",
+            "step ÷ TRL-CPO", "step ÷ DPO", "memory ÷ TRL-CPO", "memory ÷ DPO", "\\|Δloss\\|", "max \\|Δgrad\\|"]
     cols += ["MFU"] if peak_tflops else []
     lines = [f"### {shape}: {s}", "", f"LM head: {share:.1%} of the matmul FLOPs.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in results.items():
         ratio = lambda key, base: fmt(base and r[key] / base[key], ".2f")  # noqa: E731
         cells = [name, f"{r['step_s']:.3f}", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_mib']:.0f}",
-                 ratio("step_s", cpo), ratio("step_s", dpo), ratio("peak_mib", cpo), ratio("peak_mib", dpo),
-                 fmt(r["loss_diff"]), fmt(r["grad_diff"])]
+                 f"{r['training_adds_mib']:.0f}", ratio("step_s", cpo), ratio("step_s", dpo), ratio("peak_mib", cpo),
+                 ratio("peak_mib", dpo), fmt(r["loss_diff"]), fmt(r["grad_diff"])]
         cells += [f"{r['tokens_per_s'] * flops_per_token(s) / (peak_tflops * 1e12):.1%}"] if peak_tflops else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]

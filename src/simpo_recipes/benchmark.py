@@ -11,6 +11,7 @@ import statistics
 import time
 
 import numpy as np
+import psutil
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
@@ -125,10 +126,13 @@ def make_trainer(name: str, model, rows: list[dict], spec: dict):
     return trainer
 
 
-def peak_memory_mib(device: str) -> float:
+def memory_mib(device: str, peak: bool) -> float:
+    """Peak or current memory: RSS of this process on CPU, allocated tensors on CUDA."""
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        return (torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()) / 2**20
+    if peak:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def loss_and_grads(trainer, model, batch) -> tuple[float, list[torch.Tensor]]:
@@ -158,8 +162,11 @@ def run_contender(name: str, rows: list[dict], spec: dict) -> dict:
     trainer = make_trainer(name, model, rows, spec)
     timer = StepTimer()
     trainer.add_callback(timer)
+    if spec["device"].startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = memory_mib(spec["device"], peak=False)
     trainer.train()
-    peak = peak_memory_mib(spec["device"])
+    peak = memory_mib(spec["device"], peak=True)
     times, cpu_times = np.diff(np.array(timer.marks), axis=0)[spec["warmup"]:].T
     timed_rows = rows[spec["batch"] * spec["warmup"]:]
     tokens = sum(2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"])
@@ -167,5 +174,5 @@ def run_contender(name: str, rows: list[dict], spec: dict) -> dict:
     loss_diff, grad_diff = numerics(name, trainer, rows, spec)
     return {"contender": name, "step_s": statistics.median(times), "cpu_s": statistics.median(cpu_times),
             "tokens_per_s": tokens / times.sum(),
-            "peak_mib": peak, "loss_diff": loss_diff, "grad_diff": grad_diff,
+            "peak_mib": peak, "training_adds_mib": peak - start, "loss_diff": loss_diff, "grad_diff": grad_diff,
             "params": sum(p.numel() for p in model.parameters()), "tokens": tokens}

@@ -151,7 +151,8 @@ class SimPOConfig(TrainingArguments):
         if self.loss_type not in ("sigmoid", "hinge"):
             raise ConfigError(f"loss_type = {self.loss_type!r}: choose sigmoid or hinge")
         if not isinstance(self.lm_head_chunk_size, int) or self.lm_head_chunk_size < 0:
-            raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 (0: full logits)")
+            raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 "
+                              "(0: full logits)")
         if self.lm_head_chunk_size == 0 and (self.padding_free or self.prefix_sharing):
             raise ConfigError("padding_free and prefix_sharing score tokens with the chunked LM head: set "
                               "lm_head_chunk_size > 0, or set both to false for the reference path")

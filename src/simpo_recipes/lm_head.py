@@ -4,8 +4,8 @@ The body's last hidden states are taken from the model's own forward (so DDP and
 checkpointing see an ordinary call) with `logits_to_keep=1`; only the scored positions go through
 the head, `chunk_size` at a time, with the log-softmax in fp32. The backward recomputes each chunk's
 logits and accumulates the weight gradient chunk by chunk. TRL's `ChunkedLogProbFunction` does the
-same job but folds each tile in ~10 elementwise passes on CPU (measured 1.6× slower than full
-logits here); this one makes three.
+same job but folds each tile in ~10 elementwise passes on CPU: 2× slower than full logits here
+(one thread, 1024 tokens, vocabulary 128k), where this one is as fast as they are.
 """
 from __future__ import annotations
 

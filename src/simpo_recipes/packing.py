@@ -96,7 +96,6 @@ def _scored(context_end: int, start: int, response: list[int], sequence: int) ->
     return [(context_end if j == 0 else start + j - 1, tok, sequence) for j, tok in enumerate(response)]
 
 
-
 def pair_attention_support(model, max_length: int) -> str | None:
     """Why `pair_attention` cannot run this model, or None when it can."""
     config = model.config.get_text_config()
