@@ -27,11 +27,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--output", default="docs/benchmarks.md", help="Markdown file whose results block is rewritten.")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--shapes", nargs="+", default=["head-heavy", "body-heavy"], choices=list(SHAPES),
+                   help="llama-1b: Llama-3.2-1B's dimensions, for a GPU.")
     p.add_argument("--batch", type=int, default=4, help="Pairs per optimizer step (one micro-batch).")
     p.add_argument("--warmup", type=int, default=1, help="Optimizer steps not timed.")
     p.add_argument("--steps", type=int, default=4, help="Optimizer steps in all, warm-up included.")
-    p.add_argument("--length_scale", type=float, default=0.5, help="UltraFeedback-like lengths × this (CPU: 0.5).")
+    p.add_argument("--length_scale", type=float, default=None,
+                   help="UltraFeedback-like lengths × this; default 0.5 on CPU, 1 on GPU.")
     p.add_argument("--seq_lens", type=int, nargs="*", default=[512, 1024, 2048, 4096], help="Scaling sweep.")
     p.add_argument("--vocab_sizes", type=int, nargs="*", default=[32000, 128256, 256000], help="Sweep.")
     p.add_argument("--peak_tflops", type=float, default=None, help="Device peak (H100 bf16: 989) to report MFU.")
@@ -67,6 +69,7 @@ def machine(args) -> str:
 
 def main() -> None:
     args = parse_args()
+    args.length_scale = args.length_scale or (0.5 if args.device == "cpu" else 1.0)
     if args.worker:  # one contender, in this process
         job = json.loads(Path(args.worker).read_text())
         result = run_contender(job["name"], job["rows"], job["spec"])

@@ -27,6 +27,9 @@ SHAPES = {
     # Llama-3-8B proportions (GQA 4:1, MLP 3.5×, LM head ~7% of the matmul FLOPs) at 1/8 width.
     "body-heavy": dict(hidden_size=512, intermediate_size=1792, num_hidden_layers=4, num_attention_heads=8,
                        num_key_value_heads=2, vocab_size=2048),
+    # Llama-3.2-1B's dimensions (untied head), for MFU on a GPU; too slow for a CPU run.
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256),
 }
 # UltraFeedback-like token lengths under the Llama-3 template, as log-normal (median, sigma): short
 # prompts with a long tail, responses of a few hundred tokens. Approximate: shapes, not measurements.
