@@ -2,13 +2,20 @@
 path (full logits, padded [2B, T] batch): loss, every gradient and the logged metrics."""
 import copy
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig
 
 from simpo_recipes.configs import ConfigError, SimPOConfig
+from simpo_recipes.demo_task import write_demo_data
 from simpo_recipes.packing import PAIR_ATTENTION
+from simpo_recipes.reporting import read_metrics
+from simpo_recipes.tiny_models import build_tiny_model
 from simpo_recipes.trainer import PairCollator, SimPOTrainer
 
 REFERENCE = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
@@ -19,6 +26,7 @@ FAST = {  # odd chunk sizes put chunk boundaries inside responses
     "packed + prompt shared (default)": {},
 }
 VOCAB = 97
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pairs(lengths=((5, 3, 7), (70, 4, 1), (2, 9, 9), (12, 1, 30))) -> list[dict]:
@@ -139,3 +147,29 @@ def test_fast_path_config_errors(bad, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         SimPOConfig(output_dir=str(tmp_path), **bad)
 
+
+
+@pytest.mark.slow
+def test_fast_path_under_ddp_matches_the_reference(tmp_path):
+    """Two processes (gloo): the body hook and span attention run inside DDP's forward."""
+    write_demo_data(tmp_path / "data", n_sft=8, n_prefs=32, n_heldout=2, n_test=4)
+    texts = [line for f in (tmp_path / "data").rglob("*.jsonl") for line in f.read_text().splitlines()]
+    build_tiny_model("llama3", tmp_path / "base", texts, vocab_size=320, hidden_size=32)
+    logs = {}
+    for name, extra in (("fast", []), ("reference", [f"--{k}={str(v).lower()}" for k, v in REFERENCE.items()])):
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+             str(REPO / "accelerate_configs/cpu.yaml"), "--multi_gpu", "--num_processes", "2",
+             str(REPO / "scripts/run_simpo.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
+             f"--model_name_or_path={tmp_path / 'base'}", f"--dataset_mixer={{{tmp_path / 'data/prefs'}: 1.0}}",
+             f"--output_dir={tmp_path / name}", "--max_steps=2", "--per_device_train_batch_size=4",
+             "--total_batch_size=8", "--logging_steps=1", "--eval_strategy=no", "--save_strategy=no",
+             "--use_cpu=true", *extra],
+            cwd=tmp_path, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert "world size 2" in result.stdout + result.stderr
+        logs[name] = [line for line in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in line]
+    assert len(logs["fast"]) == 2
+    for fast, reference in zip(logs["fast"], logs["reference"]):
+        assert fast["loss"] == pytest.approx(reference["loss"], abs=1e-5)
+        assert fast["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)
