@@ -72,3 +72,23 @@ def real_tokenizer() -> Callable[[str], Any]:
         return loaded[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def family_workspace(tmp_path_factory) -> Path:
+    """Tiny data under the real recipes' split names (UltraChat `train_sft`, UltraFeedback
+    `train_prefs`, on-policy `train`) and one tiny random model per family, for end-to-end runs."""
+    from simpo_recipes.demo_task import write_demo_data
+    from simpo_recipes.tiny_models import build_tiny_model
+
+    root = tmp_path_factory.mktemp("families")
+    demo = write_demo_data(root / "demo", n_sft=16, n_prefs=16, n_heldout=1, n_test=4)
+    layout = {"ultrachat": ("sft", "_sft"), "ultrafeedback": ("prefs", "_prefs"), "on_policy": ("prefs", "")}
+    for folder, (kind, suffix) in layout.items():
+        (root / "data" / folder).mkdir(parents=True)
+        for split in ("train", "test"):
+            shutil.copy(demo[f"{kind}_{split}"], root / "data" / folder / f"{split}{suffix}.jsonl")
+    texts = [line for path in demo.values() for line in path.read_text().splitlines()]
+    for family in ("llama3", "mistral", "gemma2"):
+        build_tiny_model(family, root / "models" / family, texts, vocab_size=320, hidden_size=32)
+    return root
