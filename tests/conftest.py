@@ -10,6 +10,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any, Callable
@@ -92,3 +93,18 @@ def family_workspace(tmp_path_factory) -> Path:
     for family in ("llama3", "mistral", "gemma2"):
         build_tiny_model(family, root / "models" / family, texts, vocab_size=320, hidden_size=32)
     return root
+
+
+@pytest.fixture(scope="session")
+def make() -> Callable[..., str]:
+    """`make("plan", "MODEL=x")` in the repository with the running virtualenv (never reinstalled); its stdout."""
+    venv = Path(sys.prefix)
+
+    def run(*args: str) -> str:
+        result = subprocess.run(["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", *args],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                                env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        return result.stdout + result.stderr
+
+    return run

@@ -1,9 +1,9 @@
 """Every stage of each family's real recipe, and a reference-repository config, run 2 optimizer
 steps on tiny random models of the same architecture through the real scripts.
 
-Overridden on the command line, and nothing else: the model, the data folders, the output folder
-and sizes (max_steps, per-device batch, total batch, tokenization workers); `scripts/train.py`
-adds --use_cpu=true on a machine without GPUs and the tests pick the one-process CPU topology."""
+Overridden on the command line, and nothing else: the model, the data folders, the output folders
+and sizes (max_steps, per-device batch, total batch, tokenization workers); `make train` picks the
+one-process CPU topology (ACCELERATE_CONFIG=) and adds --use_cpu=true on a machine without GPUs."""
 import json
 import os
 import subprocess
@@ -38,24 +38,25 @@ def run(args, cwd, timeout=600):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_stage_of_the_family_recipe_trains_two_steps(family, family_workspace, tmp_path):
+def test_every_stage_of_the_family_recipe_trains_two_steps(family, family_workspace, tmp_path, make):
     recipe, data = FAMILIES[family]
     first = next(iter(data))
     overrides = [f"--{first}.model_name_or_path={family_workspace / 'models' / family}"]
-    overrides += [f"--{stage}.dataset_mixer={{{family_workspace / 'data' / folder}: 1.0}}"
-                  for stage, folder in data.items()]
-    log = run([str(REPO / "scripts/train.py"), str(REPO / f"recipes/{recipe}.yaml"),
-               "--accelerate_config", str(REPO / "accelerate_configs/cpu.yaml"), *overrides, *SIZES], cwd=tmp_path)
+    for stage, folder in data.items():
+        overrides += [f"--{stage}.dataset_mixer='{{{family_workspace / 'data' / folder}: 1.0}}'",
+                      f"--{stage}.output_dir={tmp_path / stage}"]
+    log = make("train", f"MODEL={recipe}", "ACCELERATE_CONFIG=accelerate_configs/cpu.yaml",
+               f"ARGS={' '.join(overrides + SIZES)}")
     assert log.count("world size 1 × per-device batch 2 × gradient accumulation 2 = global batch 4") == len(data)
     previous = None
     for stage in data:
-        out = tmp_path / "outputs" / recipe / stage
+        out = tmp_path / stage
         config = read_yaml(REPO / f"training_configs/{recipe}-{stage}.yaml")
         run_config = yaml.safe_load((out / "run_config.yaml").read_text())
         assert run_config["bf16"] and run_config["learning_rate"] == float(config["learning_rate"])
         assert run_config["attn_implementation"] == config["attn_implementation"]
         if previous:  # SimPO started from this recipe's SFT output
-            assert run_config["model_name_or_path"] == f"outputs/{recipe}/{previous}"
+            assert run_config["model_name_or_path"] == str(tmp_path / previous)
         assert [m["step"] for m in read_metrics(out / "metrics.jsonl")][-1] == 2  # two optimizer steps
         tokenizer = AutoTokenizer.from_pretrained(out)
         # the config's chat template (Zephyr's on Mistral-7B-v0.1, Llama-3's on the base model) was trained and saved

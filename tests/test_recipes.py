@@ -123,16 +123,7 @@ def test_lora_keys_and_qlora_needs_a_gpu_and_bitsandbytes():
         check_quantization(qlora, use_cpu=True)
 
 
-def make(*args, cwd=REPO, env=None):
-    venv = Path(sys.prefix)
-    result = subprocess.run(["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", *args],
-                            cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env=(env or os.environ) | {"OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def test_make_plan_keeps_the_global_batch_on_any_gpu_count():
+def test_make_plan_keeps_the_global_batch_on_any_gpu_count(make):
     out = make("plan", "MODEL=llama3-base", "NUM_GPUS=8")
     assert "8 process(es)" in out and "stage 1/2 (sft)" in out and "stage 2/2 (simpo)" in out
     assert "world size 8 × per-device batch 8 × gradient accumulation 2 = global batch 128" in out  # SFT
