@@ -1,5 +1,6 @@
 """The six paper recipes hold the paper's settings; launching, planning and overriding them."""
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,36 @@ def test_slurm_launcher_spans_nodes_with_the_same_global_batch(tmp_path):
     assert "world size 16 × per-device batch 2 × gradient accumulation 4 = global batch 128" in result.stdout
     assert ("--num_processes 16 --mixed_precision bf16 --num_machines 2 --machine_rank 1 "
             "--main_process_ip gpu-node-a --main_process_port 29500") in result.stdout
+
+
+def test_readme_recipe_table_matches_the_recipes():
+    rows = [line.split("|")[1:-1] for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith("| `") and line.count("|") == 11]
+    assert [row[0].strip(" `") for row in rows] == list(PAPER)
+    for row in rows:
+        name = row[0].strip(" `")
+        lr, beta, ratio, max_length, max_prompt = PAPER[name][4:]
+        assert [float(row[i]) for i in (4, 5, 6)] == [lr, beta, ratio], name
+        assert row[7].strip() == f"{max_length} / {max_prompt}", name
+        assert row[9].strip() == " / ".join("–" if v is None else f"{v:.1f}" for v in RESULTS[name]), name
+
+
+def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, capsys):
+    """README 'Add your own recipe': copy, change model, data and the SimPO knobs, `make plan`."""
+    for folder, name in (("recipes", "llama3-instruct.yaml"), ("training_configs", "llama3-instruct-simpo.yaml"),
+                         ("accelerate_configs", "deepspeed_zero3.yaml")):
+        (tmp_path / folder).mkdir()
+        text = (REPO / folder / name).read_text().replace("llama3-instruct", "my-model")
+        (tmp_path / folder / name.replace("llama3-instruct", "my-model")).write_text(text)
+    config = tmp_path / "training_configs/my-model-simpo.yaml"
+    text = config.read_text().replace("meta-llama/Meta-Llama-3-8B-Instruct", str(family_workspace / "models/llama3"))
+    text = text.replace("princeton-nlp/llama3-ultrafeedback", str(family_workspace / "data/on_policy"))
+    config.write_text(text.replace("beta: 2.5", "beta: 4.0").replace("gamma_beta_ratio: 0.55", "gamma_beta_ratio: 0.25"))
+    monkeypatch.setattr(sys, "argv", ["train.py", str(tmp_path / "recipes/my-model.yaml"), "--plan",
+                                      "--num_processes", "2"])
+    runpy.run_path(str(REPO / "scripts/train.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert f"model:           {family_workspace / 'models/llama3'}" in out
+    assert "effective gamma 1 (beta 4)" in out
+    assert "world size 2 × per-device batch 2 × gradient accumulation 32 = global batch 128" in out
+    assert "steps per epoch: 1 (16 local train rows before length checks)" in out
