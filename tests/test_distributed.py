@@ -11,8 +11,11 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from simpo_recipes.configs import STAGE_CONFIGS, ConfigError
+from simpo_recipes.parsing import build
 from simpo_recipes.preprocess import prepare_preferences
 from simpo_recipes.reporting import read_metrics
+from simpo_recipes.runtime import announce
 
 REPO = Path(__file__).resolve().parents[1]
 # DeepSpeed JIT-compiles its CPU communication op once (~45 s) into this gitignored folder
@@ -70,9 +73,17 @@ def test_two_processes_keep_the_global_batch_and_gather_metrics(family_workspace
         assert metrics["rewards/margins"] == pytest.approx(logged["one process"]["rewards/margins"], abs=1e-4), name
 
 
-@pytest.mark.slow
-def test_fsdp_on_cpu_is_an_error_not_silent_ddp(family_workspace, eight_pairs, tmp_path):
-    code, log = simpo(accelerate("fsdp.yaml", "--mixed_precision", "no"), tmp_path / "fsdp",
-                      family_workspace / "models/llama3", eight_pairs)
-    assert code != 0 and "error: FSDP needs GPUs" in log
-    assert not (tmp_path / "fsdp" / "metrics.jsonl").exists()
+def test_fsdp_on_cpu_is_an_error_not_silent_ddp(tmp_path, monkeypatch):
+    """accelerate marks an FSDP launch in the environment, and the training scripts refuse it on CPU
+    before loading anything (announce() is the first thing both scripts do after parsing)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nprint('ACCELERATE_USE_FSDP=' + os.environ.get('ACCELERATE_USE_FSDP', ''))\n")
+    result = subprocess.run([sys.executable, *accelerate("fsdp.yaml", "--mixed_precision", "no"), str(probe)],
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ACCELERATE_USE_FSDP=true" in result.stdout, result.stderr[-2000:]
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    args = build({"model_name_or_path": "m", "dataset_mixer": {"d": 1.0}, "output_dir": str(tmp_path / "o"),
+                  "use_cpu": True}, STAGE_CONFIGS["simpo"], "fsdp.yaml")
+    with pytest.raises(ConfigError, match="FSDP needs GPUs; on CPU accelerate would silently run plain DDP"):
+        announce(args, args[2])
+    assert not (tmp_path / "o").exists()

@@ -132,9 +132,21 @@ def test_make_plan_keeps_the_global_batch_on_any_gpu_count(make):
     assert "effective gamma 1 (beta 2)" in out and "learning_rate 6e-07" in out and "beta 2.0" in out
     assert "model:           outputs/llama3-base/sft" in out and "steps per epoch: counted at run time" in out
     assert "--num_processes 8 --mixed_precision bf16" in out
-    published = make("plan", "MODEL=mistral-base", "FROM_SFT=published")
+
+
+
+def plan(capsys, monkeypatch, *argv):
+    """What `make plan` runs (scripts/train.py --plan), in this process: the imports are paid already."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv, "--plan"])
+    runpy.run_path(str(REPO / "scripts/train.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_plan_from_the_published_sft(capsys, monkeypatch):
+    """make plan MODEL=mistral-base FROM_SFT=published"""
+    published = plan(capsys, monkeypatch, str(REPO / "recipes/mistral-base.yaml"), "--from_sft", "published")
     assert "(sft)" not in published and "model:           alignment-handbook/zephyr-7b-sft-full" in published
-    assert "global batch 128" in published
+    assert "global batch 128" in published and "effective gamma 1.6 (beta 2)" in published
 
 
 def test_slurm_launcher_spans_nodes_with_the_same_global_batch(tmp_path):
@@ -179,10 +191,7 @@ def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, 
     text = config.read_text().replace("meta-llama/Meta-Llama-3-8B-Instruct", str(family_workspace / "models/llama3"))
     text = text.replace("princeton-nlp/llama3-ultrafeedback", str(family_workspace / "data/on_policy"))
     config.write_text(text.replace("beta: 2.5", "beta: 4.0").replace("gamma_beta_ratio: 0.55", "gamma_beta_ratio: 0.25"))
-    monkeypatch.setattr(sys, "argv", ["train.py", str(tmp_path / "recipes/my-model.yaml"), "--plan",
-                                      "--num_processes", "2"])
-    runpy.run_path(str(REPO / "scripts/train.py"), run_name="__main__")
-    out = capsys.readouterr().out
+    out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"), "--num_processes", "2")
     assert f"model:           {family_workspace / 'models/llama3'}" in out
     assert "effective gamma 1 (beta 4)" in out
     assert "world size 2 × per-device batch 2 × gradient accumulation 32 = global batch 128" in out
