@@ -57,7 +57,8 @@ def test_two_processes_keep_the_global_batch_and_gather_metrics(family_workspace
         code, log = simpo(launcher, tmp_path / name.replace(" ", "_"), model, eight_pairs)
         assert code == 0, f"{name}:\n{log[-4000:]}"
         world, accumulation = (1, 4) if name == "one process" else (2, 2)
-        assert f"world size {world} × per-device batch 2 × gradient accumulation {accumulation} = global batch 8" in log
+        batch = f"world size {world} × per-device batch 2 × gradient accumulation {accumulation} = global batch 8"
+        assert batch in log
         [logged[name]] = [m for m in read_metrics(tmp_path / name.replace(" ", "_") / "metrics.jsonl") if "loss" in m]
     # the logged per-pair means are over all 8 pairs, not over rank 0's 4
     tokenizer = AutoTokenizer.from_pretrained(model)

@@ -190,7 +190,8 @@ def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, 
     config = tmp_path / "training_configs/my-model-simpo.yaml"
     text = config.read_text().replace("meta-llama/Meta-Llama-3-8B-Instruct", str(family_workspace / "models/llama3"))
     text = text.replace("princeton-nlp/llama3-ultrafeedback", str(family_workspace / "data/on_policy"))
-    config.write_text(text.replace("beta: 2.5", "beta: 4.0").replace("gamma_beta_ratio: 0.55", "gamma_beta_ratio: 0.25"))
+    text = text.replace("beta: 2.5", "beta: 4.0").replace("gamma_beta_ratio: 0.55", "gamma_beta_ratio: 0.25")
+    config.write_text(text)
     out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"), "--num_processes", "2")
     assert f"model:           {family_workspace / 'models/llama3'}" in out
     assert "effective gamma 1 (beta 4)" in out
