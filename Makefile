@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
 
-.PHONY: help install test demo demo-data demo-model train demo-eval clean
+.PHONY: help install test demo demo-data demo-model train demo-eval eval table clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -40,9 +40,17 @@ demo-model: $(VENV)/.installed  ## Build the tiny random-init Llama-3-style mode
 train: $(VENV)/.installed  ## Run every stage of recipes/$(MODEL).yaml (make train MODEL=tiny)
 	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/train.py recipes/$(MODEL).yaml
 
-demo-eval: $(VENV)/.installed  ## Answer held-out prompts with the SFT and SimPO models, judge, tabulate
+demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+
+# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL).
+EVAL_ARGS ?=
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (EVAL_ARGS=...)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_ARGS)
+
+table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
+	$(PY) scripts/make_table.py
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs
