@@ -36,7 +36,7 @@ def run_alpaca_eval(args, settings, out: Path) -> dict:
 
 
 def run_arena_hard(args, settings, out: Path) -> dict:
-    repo = Path(args.arena_hard_dir) if args.arena_hard_dir else arena_hard.checkout(args.cache_dir)
+    repo = Path(args.arena_hard_dir).resolve() if args.arena_hard_dir else arena_hard.checkout(args.cache_dir)
     questions = arena_hard.load_questions(repo)
     answers = generate(out / "generations.jsonl", args.model_path, arena_hard.requests(questions), settings,
                        desc="Arena-Hard answers")
@@ -95,7 +95,7 @@ def main() -> None:
     if not (args.model_path / "config.json").exists():
         sys.exit(f"error: no model in {args.model_path}: run `make train MODEL={recipe.name}` or pass --model_path")
     args.name = args.name or recipe.name
-    args.cache_dir = Path(args.cache_dir or os.environ.get("SIMPO_CACHE_DIR") or recipe.root / ".cache")
+    args.cache_dir = Path(args.cache_dir or os.environ.get("SIMPO_CACHE_DIR") or recipe.root / ".cache").resolve()
     out = Path(args.output_dir or recipe.root / "outputs" / "eval" / args.name)
     settings = benchmark_settings(recipe, args)
     runners = {"alpaca_eval": run_alpaca_eval, "arena_hard": run_arena_hard, "mt_bench": run_mt_bench}

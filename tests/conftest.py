@@ -10,6 +10,7 @@ for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
 
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any, Callable
@@ -72,3 +73,22 @@ def real_tokenizer() -> Callable[[str], Any]:
         return loaded[name]
 
     return load
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """The tracked files of this repository copied to a temporary folder (for `make` targets)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.split():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def run_make(repo: Path, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`make ARGS` in `repo` (extra environment `env`) with the running virtualenv as the installed
+    one, never reinstalled."""
+    venv = Path(sys.prefix)
+    return subprocess.run(["make", *args, f"VENV={venv}", "-o", f"{venv}/.installed"], cwd=repo,
+                          env=os.environ | (env or {}) | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=timeout)

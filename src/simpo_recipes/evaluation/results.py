@@ -79,7 +79,8 @@ def plot(rows: list[dict], path: str | Path) -> None:
                     ax.bar(k + shift, value, 0.4, color=color, label=source if k == 0 else None)
         ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right", fontsize=8)
         ax.set_title(column)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
