@@ -3,6 +3,7 @@ mirrors its loaders; the real gen_judgment/show_result run only where a checkout
 needs GitHub)."""
 import json
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -95,3 +96,17 @@ def test_real_harness_judges_against_the_baseline(tmp_path):
                                   arena_hard.harness_python(repo))
         assert server.calls["arena_hard"] == 2 * len(questions)  # two games (positions swapped) per question
     assert result["win_rate"] > 90 and result["baseline"] == arena_hard.BASELINE
+
+
+def test_loopback_judge_answers_the_v01_judge_prompt():
+    """The judge config's prompt_template (3071ef9) and its verdict regex, as gen_judgment uses them."""
+    template = ("<|User Prompt|>\n{question_1}\n\n<|The Start of Assistant A's Answer|>\n{answer_1}\n"
+                "<|The End of Assistant A's Answer|>\n\n<|The Start of Assistant B's Answer|>\n{answer_2}\n"
+                "<|The End of Assistant B's Answer|>")
+    seen = []
+    judge = ProgramJudge(lambda q, a, b: seen.append((q, a, b)) or 0.3)
+    messages = [{"role": "system", "content": "... [[A>>B]] ... [[B>>A]] ..."},
+                {"role": "user", "content": template.format(question_1="Q?\n\nMore.", answer_1="x\ny", answer_2="z")}]
+    content, _, protocol = judge.answer(messages)
+    assert protocol == "arena_hard" and seen == [("Q?\n\nMore.", "x\ny", "z")]
+    assert re.findall(r"\[\[([AB<>=]+)\]\]", content) == ["B>A"]
