@@ -84,3 +84,15 @@ def test_rerun_after_kill_resumes_with_identical_losses(workspace, tmp_path):
     assert steps == list(range(1, 13)), "a logged step was lost or duplicated"
     for a, b in zip([m for m in straight if "loss" in m], [m for m in resumed if "loss" in m]):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), a["step"]
+
+
+def test_hub_model_offline_is_one_clear_error_in_seconds(workspace):
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, str(REPO / "scripts/run_simpo.py"),
+                             str(REPO / "training_configs/tiny-simpo.yaml"),
+                             "--model_name_or_path=meta-llama/Meta-Llama-3-8B-Instruct",
+                             f"--output_dir={workspace / 'hub'}"], cwd=workspace, env=ENV, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and time.monotonic() - start < 60
+    assert "error: model_name_or_path 'meta-llama/Meta-Llama-3-8B-Instruct' is not a local folder" in result.stderr
+    assert "Traceback" not in result.stderr
