@@ -101,7 +101,8 @@ def main() -> None:
     runners = {"alpaca_eval": run_alpaca_eval, "arena_hard": run_arena_hard, "mt_bench": run_mt_bench}
     failed = []
     for benchmark in args.benchmarks:
-        print(f"[{args.name}] {benchmark}: model {args.model_path}, decoding {settings[benchmark]}", flush=True)
+        note = " (temperature: per question category)" if benchmark == "mt_bench" else ""
+        print(f"[{args.name}] {benchmark}: model {args.model_path}, decoding {settings[benchmark]}{note}", flush=True)
         try:
             entry = runners[benchmark](args, settings[benchmark], out / benchmark)
         except ERRORS as e:
@@ -112,7 +113,8 @@ def main() -> None:
         results.update(out / "results.json", benchmark, entry, name=args.name, recipe=recipe.name,
                        model_path=str(args.model_path))
         print(f"[{args.name}] {benchmark}: " + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "generation"))
-    print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")
+    if len(failed) < len(args.benchmarks):
+        print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")
     if failed:
         sys.exit(f"error: {', '.join(failed)} failed (see above); rerun to resume")
 

@@ -2,10 +2,11 @@
 AlpacaEval 2 and MT-Bench against a program judge on 127.0.0.1 (named only by the environment),
 and `make table` sets the results beside the paper's (none for the tiny recipe: marked missing)."""
 import json
+import secrets
 
 import pytest
 from conftest import REPO_ROOT, run_make
-from test_alpaca_eval import KEY, prefer, reference_rows
+from test_alpaca_eval import prefer, reference_rows
 from test_mt_bench import rate
 
 from simpo_recipes.evaluation.local_judge import ProgramJudge
@@ -14,6 +15,7 @@ from simpo_recipes.tiny_models import build_tiny_model
 
 @pytest.mark.slow
 def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
+    key = secrets.token_hex(16)
     references = reference_rows()
     texts = [r["instruction"] for r in references] * 20
     build_tiny_model("llama3", repo_copy / "outputs/tiny/simpo", texts, vocab_size=300, hidden_size=32)
@@ -21,8 +23,8 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     reference_file.write_text(json.dumps(references))
     args = (f"--benchmarks alpaca_eval mt_bench --reference_outputs {reference_file} "
             f"--mt_bench_data {REPO_ROOT / 'tests/fixtures/mt_bench'} --max_new_tokens 8")
-    with ProgramJudge(prefer, rate, api_key=KEY) as server:
-        env = {"JUDGE_BASE_URL": server.base_url, "JUDGE_API_KEY": KEY, "SIMPO_CACHE_DIR": str(REPO_ROOT / ".cache")}
+    with ProgramJudge(prefer, rate, api_key=key) as server:
+        env = {"JUDGE_BASE_URL": server.base_url, "JUDGE_API_KEY": key, "SIMPO_CACHE_DIR": str(REPO_ROOT / ".cache")}
         result = run_make(repo_copy, "eval", "MODEL=tiny", f"EVAL_ARGS={args}", env=env)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert server.calls["alpaca_eval"] > 0 and server.calls["mt_bench"] == 6
@@ -42,4 +44,4 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     assert "| tiny | paper | — | — | — | — |" in table.stdout
     assert (repo_copy / "outputs/eval/table.png").stat().st_size > 10_000
     for path in repo_copy.rglob("*"):
-        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
+        assert not path.is_file() or key.encode() not in path.read_bytes(), path

@@ -146,6 +146,7 @@ def judge(work_dir: str | Path, repo: Path, model_id: str, judge: Judge, python:
     shutil.copyfile(repo / "data" / BENCH / "model_answer" / f"{BASELINE}.jsonl", answers / f"{BASELINE}.jsonl")
     settings = yaml.safe_load((repo / "config" / "judge_config.yaml").read_text())
     settings |= {"judge_model": judge.model, "baseline_model": BASELINE, "model_list": [model_id]}
+    settings.setdefault("number_of_judgment_attempts", 2)  # gen_judgment reads it; v0.1's config lacks it
     write_atomic(work / "judge_config.yaml", yaml.safe_dump(settings, sort_keys=False))
     # endpoints: null -> openai.OpenAI() reads OPENAI_BASE_URL and OPENAI_API_KEY from the environment
     endpoint = {judge.model: {"model_name": judge.model, "endpoints": None, "api_type": "openai", "parallel": 8}}
