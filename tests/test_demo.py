@@ -19,7 +19,7 @@ def test_make_demo_shows_simpo_ahead_of_sft(repo_copy):
     handoff = simpo["alpaca_eval"]
     assert handoff["win_rate"] == pytest.approx(100 * simpo["win_rate_vs_baseline"], abs=1e-6)
     assert handoff["n_total"] == results["n_prompts"] and handoff["length_controlled_winrate"] is None
-    assert "AlpacaEval win rate (alpaca_eval)" in result.stdout and "length-controlled win rate not computed" in result.stdout
+    assert "alpaca_eval win rate vs sft" in result.stdout and "length-controlled win rate not computed" in result.stdout
     for png in ("outputs/tiny/eval/results.png", "outputs/tiny/sft/training_curves.png",
                 "outputs/tiny/simpo/training_curves.png"):
         assert (repo_copy / png).stat().st_size > 10_000, png

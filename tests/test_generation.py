@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from simpo_recipes.chat import encode_prompt
 from simpo_recipes.evaluation.files import read_jsonl
-from simpo_recipes.evaluation.generation import GenerationSettings, _stop_ids, generate
+from simpo_recipes.evaluation.generation import GenerationSettings, _stops, generate
 from simpo_recipes.tiny_models import build_tiny_model
 
 TEXTS = ["Sort the digits 3 1 2.", "1 2 3", "Reverse the word cat.", "tac", "What is 2 plus 2?", "4"] * 20
@@ -85,7 +85,7 @@ KILLED_REQUESTS = [{"id": str(i), "messages": [{"role": "user", "content": f"Sor
                    for i in range(40)]
 CHILD = f"""
 import sys
-from simpo_recipes.evaluation.generation import GenerationSettings, _stop_ids, generate
+from simpo_recipes.evaluation.generation import GenerationSettings, _stops, generate
 generate(sys.argv[1], sys.argv[2], {KILLED_REQUESTS!r}, GenerationSettings(max_new_tokens=24, batch_size=1))
 """
 
@@ -117,8 +117,11 @@ def test_settings_are_validated():
     assert GenerationSettings(stop=["<|eot_id|>"]).stop == ("<|eot_id|>",)
 
 
-def test_special_token_stop_strings_become_stop_ids(models):
+def test_special_token_stop_strings_become_stop_ids(models, real_tokenizer):
     tokenizer = AutoTokenizer.from_pretrained(models["llama3"])
     eot, end = tokenizer.convert_tokens_to_ids(["<|eot_id|>", "<|end_of_text|>"])
-    assert _stop_ids(tokenizer, [eot], ("<|end_of_text|>", "###")) == [eot, end]  # "###" stays a text stop
-    assert _stop_ids(tokenizer, None, ()) == [tokenizer.eos_token_id]
+    assert _stops(tokenizer, [eot], ("<|end_of_text|>", "###")) == ([eot, end], ["###"])
+    assert _stops(tokenizer, None, ()) == ([tokenizer.eos_token_id], [])
+    # the real Llama-3 tokenizer: transformers 5 leaves <|eot_id|> out of all_special_ids
+    llama3 = real_tokenizer("llama3")
+    assert _stops(llama3, None, ("<|end_of_text|>", "<|eot_id|>"))[0][-2:] == [128001, 128009]

@@ -60,7 +60,7 @@ def markdown_table(summary: dict) -> str:
     tasks = sorted({t for m in models.values() for t in m["task_accuracy"]})
     handoff = any("alpaca_eval" in m for m in models.values())
     head = ["model", "accuracy", *(f"acc. {t}" for t in tasks), "mean length (tokens)",
-            f"win rate vs {summary['baseline']}", *(["AlpacaEval win rate (alpaca_eval)"] if handoff else [])]
+            f"win rate vs {summary['baseline']}"] + [f"alpaca_eval win rate vs {summary['baseline']}"] * handoff
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     for name, m in models.items():
@@ -75,7 +75,7 @@ def markdown_table(summary: dict) -> str:
                 notes.append(f"{name}: AlpacaEval length-controlled win rate "
                              + (f"{lc:.1f}%" if lc is not None else entry["lc_note"]))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + notes) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def plot(summary: dict, path: str | Path) -> None:

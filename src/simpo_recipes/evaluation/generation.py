@@ -9,6 +9,7 @@ a rerun generates only the missing ones.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,14 +60,20 @@ def _fingerprint(model_path: str | Path, settings: GenerationSettings) -> dict:
             "settings": json.loads(json.dumps(kept))}
 
 
-def _stop_ids(tokenizer, model_eos, stop: tuple[str, ...]) -> list[int]:
-    """The model's end-of-turn ids plus every stop string that is one special token (<|eot_id|>)."""
+def _stops(tokenizer, model_eos, stop: tuple[str, ...]) -> tuple[list[int], list[str]]:
+    """(stop ids, stop strings): the model's end-of-turn ids plus every stop string that is one
+    special token (<|eot_id|>, <end_of_turn>); the other strings are matched in the text."""
+    from simpo_recipes.chat import _special_tokens  # all_special_ids misses Llama-3's <|eot_id|>
+
     ids = [model_eos] if isinstance(model_eos, int) else list(model_eos or [tokenizer.eos_token_id])
+    specials, texts = set(_special_tokens(tokenizer)), []
     for text in stop:
-        encoded = tokenizer(text, add_special_tokens=False).input_ids
-        if len(encoded) == 1 and encoded[0] in tokenizer.all_special_ids and encoded[0] not in ids:
-            ids.append(encoded[0])
-    return ids
+        if text in specials:
+            token_id = tokenizer.convert_tokens_to_ids(text)
+            ids += [] if token_id in ids else [token_id]
+        else:
+            texts.append(text)
+    return ids, texts
 
 
 class _Engine:
@@ -82,10 +89,9 @@ class _Engine:
             eos = GenerationConfig.from_pretrained(model_path).eos_token_id
         except OSError:  # no generation_config.json: the tokenizer's eos ends a turn
             eos = None
-        self.stop_ids = _stop_ids(self.tokenizer, eos, settings.stop)
+        self.stop_ids, self.text_stops = _stops(self.tokenizer, eos, settings.stop)
         backend = settings.backend
         if backend == "auto":
-            import importlib.util
             backend = "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "transformers"
         self.backend = backend
         if backend == "vllm":
@@ -106,7 +112,7 @@ class _Engine:
             from vllm.inputs import TokensPrompt
 
             params = SamplingParams(temperature=temperature, top_p=s.top_p if temperature > 0 else 1.0,
-                                    max_tokens=s.max_new_tokens, stop=list(s.stop), stop_token_ids=self.stop_ids,
+                                    max_tokens=s.max_new_tokens, stop=self.text_stops, stop_token_ids=self.stop_ids,
                                     seed=s.seed)
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
             return [list(o.outputs[0].token_ids) for o in outs]
@@ -117,19 +123,18 @@ class _Engine:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         sampling = ({"do_sample": True, "temperature": temperature, "top_p": s.top_p} if temperature > 0 else
                     {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
-        text_stops = [t for t in s.stop if t not in self.tokenizer.all_special_tokens]
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                 max_new_tokens=s.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad,
-                **({"stop_strings": text_stops, "tokenizer": self.tokenizer} if text_stops else {}), **sampling)
+                **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}), **sampling)
         return out[:, width:].tolist()
 
     def decode(self, new_ids: list[int]) -> tuple[str, int]:
         """(answer text, its length in tokens): cut at the first stop id, then at the first stop string."""
         end = next((k for k, t in enumerate(new_ids) if t in self.stop_ids), len(new_ids))
         text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
-        cut = min((text.find(t) for t in self.settings.stop if t in text), default=-1)
+        cut = min((text.find(t) for t in self.text_stops if t in text), default=-1)
         if cut >= 0:
             text = text[:cut]
             end = len(self.tokenizer(text, add_special_tokens=False).input_ids)
