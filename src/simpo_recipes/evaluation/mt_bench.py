@@ -114,8 +114,11 @@ def _merge_judgments(bench: Path, todo: Path, name: str) -> list[dict]:
     subset run, one per (question, model, turn); the subset's file is then removed."""
     main, extra = bench / "model_judgment" / name, todo / "model_judgment" / name
     rows = (read_jsonl(main) if main.exists() else []) + (read_jsonl(extra) if extra.exists() else [])
-    kept = {(r["question_id"], r["model"], r["turn"]): r for r in reversed(rows) if r["score"] != -1}
-    write_jsonl(main, list(reversed(kept.values())))
+    kept: dict[tuple, dict] = {}
+    for r in rows:
+        if r["score"] != -1:
+            kept.setdefault((r["question_id"], r["model"], r["turn"]), r)
+    write_jsonl(main, list(kept.values()))
     extra.unlink(missing_ok=True)
     return list(kept.values())
 
@@ -127,6 +130,8 @@ def judge(work_dir: str | Path, data_dir: str | Path, model_id: str, judge: Judg
     work, data_dir = Path(work_dir), Path(data_dir)
     bench, todo = work / "data" / "mt_bench", work / "data" / "mt_bench_todo"
     questions = load_questions(data_dir)
+    if not (bench / "model_answer" / f"{model_id}.jsonl").exists():
+        raise MTBenchError(f"no answers of {model_id} in {bench / 'model_answer'}: write them first (write_answers)")
     shutil.copyfile(data_dir / "judge_prompts.jsonl", work / "judge_prompts.jsonl")
     shutil.copyfile(data_dir / "question.jsonl", bench / "question.jsonl")
     for folder in (bench, todo):  # fschat looks the reference answers up by the judge's name
