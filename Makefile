@@ -14,7 +14,7 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: help install test demo demo-data demo-model train plan demo-eval clean
+.PHONY: help install test demo demo-data demo-model train plan demo-eval eval table clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,9 +49,17 @@ train: $(VENV)/.installed  ## Run every stage of recipes/<MODEL>.yaml on every G
 plan: $(VENV)/.installed  ## Dry run of make train: each stage's model, data, hyperparameters, batch arithmetic
 	$(OFFLINE) $(PY) scripts/train.py recipes/$(MODEL).yaml --plan $(TRAIN_FLAGS)
 
-demo-eval: $(VENV)/.installed  ## Answer held-out prompts with the SFT and SimPO models, judge, tabulate
+demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+
+# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL).
+EVAL_ARGS ?=
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (EVAL_ARGS=...)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_ARGS)
+
+table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
+	$(PY) scripts/make_table.py
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs

@@ -75,6 +75,25 @@ def real_tokenizer() -> Callable[[str], Any]:
     return load
 
 
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """The tracked files of this repository copied to a temporary folder (for `make` targets)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.split():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def run_make(repo: Path, *args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """`make ARGS` in `repo` (extra environment `env`) with the running virtualenv as the installed
+    one, never reinstalled."""
+    venv = Path(sys.prefix)
+    return subprocess.run(["make", *args, f"VENV={venv}", "-o", f"{venv}/.installed"], cwd=repo,
+                          env=os.environ | (env or {}) | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def family_workspace(tmp_path_factory) -> Path:
     """Tiny data under the real recipes' split names (UltraChat `train_sft`, UltraFeedback
@@ -98,12 +117,9 @@ def family_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def make() -> Callable[..., str]:
     """`make("plan", "MODEL=x")` in the repository with the running virtualenv (never reinstalled); its stdout."""
-    venv = Path(sys.prefix)
 
     def run(*args: str) -> str:
-        result = subprocess.run(["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed", *args],
-                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                                env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+        result = run_make(REPO_ROOT, "--no-print-directory", *args, env={"PYTHONUNBUFFERED": "1"}, timeout=600)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         return result.stdout + result.stderr
 
