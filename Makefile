@@ -7,8 +7,14 @@ MODEL ?= tiny
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
+# make train / make plan: NUM_GPUS= world size (default: every GPU found), ACCELERATE_CONFIG= topology
+# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, ARGS= more --key=value overrides.
+TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CONFIG),--accelerate_config \
+	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(ARGS)
+# DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: help install test demo demo-data demo-model train demo-eval bench clean
+.PHONY: help install test demo demo-data demo-model train plan demo-eval eval table bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,12 +43,23 @@ demo-model: $(VENV)/.installed  ## Build the tiny random-init Llama-3-style mode
 	$(OFFLINE) $(PY) scripts/build_tiny_model.py --family llama3 --output_dir $(DEMO_OUT)/base \
 		--data $(DEMO_DATA)/sft/train.jsonl $(DEMO_DATA)/prefs/train.jsonl
 
-train: $(VENV)/.installed  ## Run every stage of recipes/$(MODEL).yaml (make train MODEL=tiny)
-	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/train.py recipes/$(MODEL).yaml
+train: $(VENV)/.installed  ## Run every stage of recipes/<MODEL>.yaml on every GPU found (NUM_GPUS=, FROM_SFT=published)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/train.py recipes/$(MODEL).yaml $(TRAIN_FLAGS)
 
-demo-eval: $(VENV)/.installed  ## Answer held-out prompts with the SFT and SimPO models, judge, tabulate
+plan: $(VENV)/.installed  ## Dry run of make train: each stage's model, data, hyperparameters, batch arithmetic
+	$(OFFLINE) $(PY) scripts/train.py recipes/$(MODEL).yaml --plan $(TRAIN_FLAGS)
+
+demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+
+# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL).
+EVAL_ARGS ?=
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (EVAL_ARGS=...)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_ARGS)
+
+table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
+	$(PY) scripts/make_table.py
 
 bench: $(VENV)/.installed  ## Time the SimPO step against TRL CPO-SimPO and DPO -> docs/benchmarks.md (BENCH_ARGS=...)
 	$(OFFLINE) $(PY) scripts/bench_simpo.py $(BENCH_ARGS)

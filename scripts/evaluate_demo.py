@@ -3,11 +3,14 @@
 `python scripts/evaluate_demo.py --models sft=outputs/tiny/sft simpo=outputs/tiny/simpo
  --heldout data/demo/heldout.jsonl --output_dir outputs/tiny/eval [--recipe recipes/tiny.yaml]`.
 The first model is the baseline of the win rates; generations are cached per model. Decoding:
-the flags given, else the recipe's `generation` section, else greedy with 32 new tokens."""
+the flags given, else the recipe's `generation` section, else greedy with 32 new tokens. Every
+other model is also compared with the first through alpaca_eval, judged by the same program served
+as an OpenAI-compatible endpoint on 127.0.0.1."""
 import argparse
-from dataclasses import fields
+from dataclasses import replace
 
-from simpo_recipes.demo_eval import GenerationSettings, evaluate, markdown_table
+from simpo_recipes.demo_eval import evaluate, markdown_table
+from simpo_recipes.evaluation.generation import GenerationSettings, from_recipe
 
 
 def main() -> None:
@@ -29,14 +32,14 @@ def main() -> None:
         if not sep or not name or not path or name in models:
             parser.error(f"--models wants distinct NAME=PATH pairs, got {item!r}")
         models[name] = path
-    chosen = {}
+    settings = GenerationSettings()
     if args.recipe:
         from simpo_recipes.recipes import load_recipe
 
-        generation = load_recipe(args.recipe).generation
-        chosen = {f.name: getattr(generation, f.name) for f in fields(GenerationSettings) if hasattr(generation, f.name)}
-    chosen |= {f.name: getattr(args, f.name) for f in fields(GenerationSettings) if getattr(args, f.name) is not None}
-    summary = evaluate(models, args.heldout, args.output_dir, GenerationSettings(**chosen))
+        settings = from_recipe(load_recipe(args.recipe).generation)
+    flags = ("max_new_tokens", "temperature", "top_p", "batch_size", "seed")
+    settings = replace(settings, **{k: getattr(args, k) for k in flags if getattr(args, k) is not None})
+    summary = evaluate(models, args.heldout, args.output_dir, settings)
     print(markdown_table(summary), end="")
     print(f"results: {args.output_dir}/results.md, results.json, results.png")
 

@@ -18,10 +18,10 @@ logger = logging.getLogger("simpo_recipes")
 
 
 def main() -> None:
-    model_args, data_args, args = parse_config(STAGE_CONFIGS["sft"])
+    model_args, data_args, args, lora_args = parse_config(STAGE_CONFIGS["sft"])
     setup_logging(args)
     set_seed(args.seed)
-    announce((model_args, data_args, args), args)
+    announce((model_args, data_args, args, lora_args), args)
 
     tokenizer = load_tokenizer(model_args, data_args)
     raw = load_mixture(data_args.dataset_mixer, data_args.dataset_splits, SFT_COLUMNS, args.seed)
@@ -34,7 +34,7 @@ def main() -> None:
         }
 
     trainer = SFTTrainer(
-        model=load_model(model_args, args),
+        model=load_model(model_args, args, lora_args),
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits.get("test"),

@@ -18,10 +18,10 @@ logger = logging.getLogger("simpo_recipes")
 
 
 def main() -> None:
-    model_args, data_args, args = parse_config(STAGE_CONFIGS["simpo"])
+    model_args, data_args, args, lora_args = parse_config(STAGE_CONFIGS["simpo"])
     setup_logging(args)
     set_seed(args.seed)
-    announce((model_args, data_args, args), args)
+    announce((model_args, data_args, args, lora_args), args)
     gamma_source = "gamma" if args.gamma is not None else "gamma_beta_ratio × beta"
     logger.info("SimPO: beta %s, effective gamma %.4g (%s), loss %s", args.beta, args.effective_gamma,
                 gamma_source, args.loss_type)
@@ -37,7 +37,7 @@ def main() -> None:
         }
 
     trainer = SimPOTrainer(
-        model=load_model(model_args, args),
+        model=load_model(model_args, args, lora_args),
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits.get("test"),

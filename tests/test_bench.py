@@ -1,17 +1,12 @@
 """`make bench` end to end at a toy size: every contender runs in its own process and the results
 block of the markdown file is replaced, the rest kept."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, run_make
 
 from simpo_recipes.bench_report import BEGIN, END
 from simpo_recipes.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -24,10 +19,7 @@ def test_make_bench_compares_the_contenders(tmp_path):
     doc.write_text(f"# Notes kept\n\n{BEGIN}\nstale results\n{END}\n\nTail kept.\n")
     args = (f"--output {doc} --shapes body-heavy --batch 2 --steps 2 --warmup 1 --length_scale 0.1 "
             "--seq_lens 64 --vocab_sizes")
-    venv = Path(sys.prefix)
-    result = subprocess.run(["make", "bench", f"VENV={venv}", "-o", f"{venv}/.installed", f"BENCH_ARGS={args}"],
-                            cwd=REPO, env=os.environ | {"OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=600)
+    result = run_make(REPO_ROOT, "bench", f"BENCH_ARGS={args}", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = doc.read_text()
     assert text.startswith("# Notes kept") and text.endswith("Tail kept.\n") and "stale results" not in text

@@ -8,6 +8,8 @@ import pytest
 
 from simpo_recipes import demo_eval
 from simpo_recipes.demo_task import expected_answer, judge, parse_prompt, write_demo_data
+from simpo_recipes.evaluation.generation import GenerationSettings
+from simpo_recipes.tiny_models import build_tiny_model
 
 SIZES = {"n_sft": 1500, "n_prefs": 1500, "n_heldout": 200, "n_test": 100}
 
@@ -142,34 +144,20 @@ def test_win_rate_and_table(tmp_path):
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_generations_cached_per_model_and_settings(tmp_path, monkeypatch):
-    records, generations = hand_made()
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
-    calls = []
-
-    def fake_generate(path, recs, settings):
-        calls.append(settings)
-        return generations["simpo"]
-
-    monkeypatch.setattr(demo_eval, "generate", fake_generate)
-    settings = demo_eval.GenerationSettings(max_new_tokens=8)
-    summary = demo_eval.evaluate({"simpo": str(model)}, _write(tmp_path / "h.jsonl", records), tmp_path / "out",
-                                 settings)
-    assert summary["models"]["simpo"]["accuracy"] == 0.75 and len(calls) == 1
-    assert read(tmp_path / "out" / "generations" / "simpo.jsonl") == generations["simpo"]
-    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.md", "results.json", "results.png"}
-    demo_eval.cached_generations("simpo", model, records, settings, tmp_path / "out")
-    assert len(calls) == 1  # nothing regenerated
-    demo_eval.cached_generations("simpo", model, records, demo_eval.GenerationSettings(max_new_tokens=9),
-                                 tmp_path / "out")
-    assert len(calls) == 2  # other settings
-    (model / "model.safetensors").write_text("retrained")
-    demo_eval.cached_generations("simpo", model, records, demo_eval.GenerationSettings(max_new_tokens=9),
-                                 tmp_path / "out")
-    assert len(calls) == 3  # the model changed
-    assert not list((tmp_path / "out").rglob("*.tmp"))
+def test_evaluate_writes_results_and_reuses_generations(tmp_path):
+    records, _ = hand_made()
+    model = build_tiny_model("llama3", tmp_path / "model", ["x", "1 2 3", "9"] * 30, vocab_size=280, hidden_size=16)
+    settings = GenerationSettings(max_new_tokens=4)
+    summary = demo_eval.evaluate({"base": str(model), "same": str(model)}, _write(tmp_path / "h.jsonl", records),
+                                 tmp_path / "out", settings, alpaca_eval=False)
+    assert summary["models"]["same"]["win_rate_vs_baseline"] == 0.5  # same model, same greedy answers
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.md", "results.json", "results.png", "generations"}
+    cache = tmp_path / "out" / "generations" / "base.jsonl"
+    rows = read(cache)
+    assert sorted(r["id"] for r in rows) == ["a", "b", "c", "d"]
+    cache.write_text("".join(json.dumps(r | {"output": "1 2 3"}) + "\n" for r in rows))  # reused, not regenerated
+    again = demo_eval.cached_generations("base", model, records, settings, tmp_path / "out")
+    assert [g["output"] for g in again] == ["1 2 3"] * 4 and again[0]["instruction"] == "x"
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

@@ -95,6 +95,17 @@ def test_tied_embeddings_and_a_body_not_called_model(tmp_path):
     assert_equal(got, step(model, tmp_path, **REFERENCE))
 
 
+def test_lora_adapters(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny("llama"), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for adapter in (p for n, p in model.named_parameters() if "lora_B" in n):
+        torch.nn.init.normal_(adapter, std=0.1)  # non-zero B: the adapters change the log-probs
+    got = step(model, tmp_path)
+    assert got[3].chunked_head is not None and got[3].data_collator.prefix_sharing
+    assert_equal(got, step(model, tmp_path, **REFERENCE))
+
+
 def test_gemma2_keeps_padded_batches_and_soft_caps_the_chunked_head(tmp_path, caplog):
     model = tiny("gemma2")
     with caplog.at_level(logging.WARNING, logger="simpo_recipes"):

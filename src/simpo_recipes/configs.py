@@ -12,9 +12,8 @@ from typing import Literal
 import trl
 from transformers import TrainingArguments
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is wrong; the message says which and what to do."""
+from simpo_recipes.errors import ConfigError
+from simpo_recipes.lora import LoraArguments
 
 
 @dataclass
@@ -66,32 +65,47 @@ class DataArguments:
             raise ConfigError(f"max_bad_fraction = {self.max_bad_fraction}: must be in [0, 1]")
 
 
-def derive_gradient_accumulation(args: TrainingArguments, total_batch_size: int | None) -> None:
-    """Set gradient_accumulation_steps so that world × micro-batch × accumulation = total batch.
-
-    This keeps the optimizer's batch at the paper's 128 pairs on any GPU count."""
-    if total_batch_size is None:
-        return
-    per_step = args.world_size * args.per_device_train_batch_size
+def accumulation_steps(total_batch_size: int, world_size: int, per_device: int, given: int = 1) -> int:
+    """Gradient accumulation that makes world × micro-batch × accumulation = total batch."""
+    per_step = world_size * per_device
     if total_batch_size <= 0 or total_batch_size % per_step:
         raise ConfigError(
-            f"total_batch_size = {total_batch_size} is not a positive multiple of world size {args.world_size} "
-            f"× per_device_train_batch_size {args.per_device_train_batch_size} = {per_step}: change one of them"
+            f"total_batch_size = {total_batch_size} is not a positive multiple of world size {world_size} "
+            f"× per_device_train_batch_size {per_device} = {per_step}: change one of them"
         )
     derived = total_batch_size // per_step
-    if args.gradient_accumulation_steps not in (1, derived):
+    if given not in (1, derived):
         raise ConfigError(
-            f"gradient_accumulation_steps = {args.gradient_accumulation_steps} contradicts total_batch_size = "
-            f"{total_batch_size} (which gives {derived} on {args.world_size} process(es)): set only total_batch_size"
+            f"gradient_accumulation_steps = {given} contradicts total_batch_size = "
+            f"{total_batch_size} (which gives {derived} on {world_size} process(es)): set only total_batch_size"
         )
-    args.gradient_accumulation_steps = derived
+    return derived
 
 
-def batch_arithmetic(args: TrainingArguments) -> str:
+def derive_gradient_accumulation(args: TrainingArguments, total_batch_size: int | None) -> None:
+    """Set gradient_accumulation_steps from total_batch_size for this run's world size.
+
+    This keeps the optimizer's batch at the paper's 128 pairs on any GPU count."""
+    if total_batch_size is not None:
+        args.gradient_accumulation_steps = accumulation_steps(
+            total_batch_size, args.world_size, args.per_device_train_batch_size, args.gradient_accumulation_steps)
+
+
+def planned_batch(args: TrainingArguments, world_size: int | None = None) -> tuple[int, int, int]:
+    """(world size, gradient accumulation, global batch) of this run, or of one on `world_size` processes."""
+    world, accumulation = args.world_size, args.gradient_accumulation_steps
+    if world_size is not None:
+        world = world_size
+        if getattr(args, "total_batch_size", None) is not None:
+            accumulation = accumulation_steps(args.total_batch_size, world, args.per_device_train_batch_size)
+    return world, accumulation, world * args.per_device_train_batch_size * accumulation
+
+
+def batch_arithmetic(args: TrainingArguments, world_size: int | None = None) -> str:
     """The global batch spelled out, nanoGPT style."""
-    total = args.world_size * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    return (f"world size {args.world_size} × per-device batch {args.per_device_train_batch_size} × "
-            f"gradient accumulation {args.gradient_accumulation_steps} = global batch {total}")
+    world, accumulation, total = planned_batch(args, world_size)
+    return (f"world size {world} × per-device batch {args.per_device_train_batch_size} × "
+            f"gradient accumulation {accumulation} = global batch {total}")
 
 
 @dataclass
@@ -179,6 +193,6 @@ class SFTConfig(trl.SFTConfig):
 
 # The dataclasses each stage's training config fills, in the order the scripts receive them.
 STAGE_CONFIGS = {
-    "sft": (ModelArguments, DataArguments, SFTConfig),
-    "simpo": (ModelArguments, DataArguments, SimPOConfig),
+    "sft": (ModelArguments, DataArguments, SFTConfig, LoraArguments),
+    "simpo": (ModelArguments, DataArguments, SimPOConfig, LoraArguments),
 }

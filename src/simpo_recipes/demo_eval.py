@@ -1,98 +1,29 @@
 """Generate answers to the demo's held-out prompts with several models, judge them by program
-and compare the models: accuracy, mean response length and win rate against the first model."""
+and compare the models: accuracy, mean response length and win rate against the first model.
+
+The same comparison also goes through the AlpacaEval 2 hand-off that real models use: the first
+model's answers are the reference outputs, and alpaca_eval's own `evaluate` asks a judge served on
+127.0.0.1 that decides by this program (right beats wrong, equal correctness is a tie), so its win
+rate must equal the program's."""
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from simpo_recipes.demo_task import judge
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    max_new_tokens: int = 32
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    batch_size: int = 32
-    seed: int = 42
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file, so `path` is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _fingerprint(model_path: str | Path, records: list[dict], settings: GenerationSettings) -> dict:
-    """What the generations depend on: model folder (files, sizes, mtimes), prompts, settings."""
-    root = Path(model_path).resolve()
-    files = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                   for p in root.rglob("*") if p.is_file())
-    prompts = hashlib.sha256("\n".join(r["prompt_id"] for r in records).encode()).hexdigest()
-    return {"model_path": str(root), "files": hashlib.sha256("\n".join(files).encode()).hexdigest(),
-            "prompts": prompts, "settings": asdict(settings)}
-
-
-def generate(model_path: str | Path, records: list[dict], settings: GenerationSettings) -> list[dict]:
-    """Answer every record's "instruction" (one user turn); rows of prompt_id, instruction,
-    output, n_tokens (end-of-turn excluded), in the order of `records`."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
-    from simpo_recipes.chat import encode_prompt
-
-    set_seed(settings.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_path, local_files_only=True).eval()
-    eos = model.generation_config.eos_token_id
-    eos = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p} if settings.temperature > 0 else {
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": r["instruction"]}]) for r in records]
-    order = sorted(range(len(records)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
-    outputs: dict[int, dict] = {}
-    for start in tqdm(range(0, len(order), settings.batch_size), desc=f"generating {Path(model_path).name}"):
-        batch = order[start: start + settings.batch_size]
-        width = max(len(prompts[i]) for i in batch)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in batch])  # left padding
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch])
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=settings.max_new_tokens,
-                                 eos_token_id=eos, pad_token_id=pad, **sampling)
-        for i, row in zip(batch, out[:, width:].tolist()):
-            stop = next((k for k, t in enumerate(row) if t in eos), len(row))
-            outputs[i] = {"prompt_id": records[i]["prompt_id"], "instruction": records[i]["instruction"],
-                          "output": tokenizer.decode(row[:stop], skip_special_tokens=True), "n_tokens": stop}
-    return [outputs[i] for i in range(len(records))]
+from simpo_recipes.evaluation.files import read_jsonl, write_atomic, write_json
+from simpo_recipes.evaluation.generation import GenerationSettings, generate
 
 
 def cached_generations(name: str, model_path: str | Path, records: list[dict], settings: GenerationSettings,
                        output_dir: str | Path) -> list[dict]:
-    """generations/<name>.jsonl under `output_dir`, regenerated only if the model folder, the
-    prompts or the settings changed since it was written."""
-    path = Path(output_dir) / "generations" / f"{name}.jsonl"
-    meta_path = path.with_suffix(".meta.json")
-    key = _fingerprint(model_path, records, settings)
-    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == key:
-        rows = read_jsonl(path)
-        if [r["prompt_id"] for r in rows] == [r["prompt_id"] for r in records]:
-            return rows
-    rows = generate(model_path, records, settings)
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-    write_atomic(meta_path, json.dumps(key, indent=1))
-    return rows
+    """Rows {prompt_id, instruction, output, n_tokens} answering each record's instruction (one user
+    turn), kept in generations/<name>.jsonl under `output_dir`: a rerun generates only what is missing."""
+    requests = [{"id": r["prompt_id"], "messages": [{"role": "user", "content": r["instruction"]}]} for r in records]
+    rows = generate(Path(output_dir) / "generations" / f"{name}.jsonl", model_path, requests, settings,
+                    desc=f"generating {name}")
+    return [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "output": g["output"],
+             "n_tokens": g["n_tokens"]} for r, g in zip(records, rows)]
 
 
 def win_rate(base: list[bool], other: list[bool]) -> float:
@@ -127,15 +58,24 @@ def summarize(records: list[dict], generations: dict[str, list[dict]]) -> dict:
 def markdown_table(summary: dict) -> str:
     models = summary["models"]
     tasks = sorted({t for m in models.values() for t in m["task_accuracy"]})
+    handoff = any("alpaca_eval" in m for m in models.values())
     head = ["model", "accuracy", *(f"acc. {t}" for t in tasks), "mean length (tokens)",
-            f"win rate vs {summary['baseline']}"]
+            f"win rate vs {summary['baseline']}"] + [f"alpaca_eval win rate vs {summary['baseline']}"] * handoff
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
     for name, m in models.items():
         win = "-" if m["win_rate_vs_baseline"] is None else f"{m['win_rate_vs_baseline']:.1%}"
         cells = [name, f"{m['accuracy']:.1%}", *(f"{m['task_accuracy'].get(t, float('nan')):.1%}" for t in tasks),
                  f"{m['mean_length']:.1f}", win]
+        if handoff:
+            entry = m.get("alpaca_eval")
+            cells.append("-" if entry is None else f"{entry['win_rate']:.1f}%")
+            if entry is not None:
+                lc = entry["length_controlled_winrate"]
+                notes.append(f"{name}: AlpacaEval length-controlled win rate "
+                             + (f"{lc:.1f}%" if lc is not None else entry["lc_note"]))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def plot(summary: dict, path: str | Path) -> None:
@@ -161,17 +101,47 @@ def plot(summary: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def program_preference(instruction: str, a: str, b: str) -> float:
+    """Probability that answer a beats answer b for the demo's program judge."""
+    right_a, right_b = judge({"instruction": instruction}, a), judge({"instruction": instruction}, b)
+    return 0.5 if right_a == right_b else float(right_a)
+
+
+def alpaca_eval_handoff(generations: dict[str, list[dict]], output_dir: Path) -> dict[str, dict]:
+    """alpaca_eval's result of every model against the first one's answers (the reference)."""
+    import secrets
+
+    from simpo_recipes.evaluation import alpacaeval
+    from simpo_recipes.evaluation.judge import Judge
+    from simpo_recipes.evaluation.local_judge import ProgramJudge
+
+    (base, base_rows), *others = generations.items()
+    reference = [{"instruction": g["instruction"], "output": g["output"], "generator": base, "dataset": "demo"}
+                 for g in base_rows]
+    reference_path = write_json(output_dir / "alpaca_eval" / f"reference_{base}.json", reference)
+    key = secrets.token_hex(16)  # the loopback judge's key lives in memory and in the harness's env only
+    with ProgramJudge(program_preference, api_key=key) as server:
+        judge_ = Judge(model="demo-program-judge", base_url=server.base_url, api_key=key)
+        return {name: alpacaeval.evaluate(
+            alpacaeval.write_outputs(output_dir / "alpaca_eval" / name / "model_outputs.json", reference, rows, name),
+            reference_path, judge_, output_dir / "alpaca_eval" / name, name, echo=False) for name, rows in others}
+
+
 def evaluate(models: dict[str, str], heldout: str | Path, output_dir: str | Path,
-             settings: GenerationSettings = GenerationSettings()) -> dict:
-    """Generate (cached), judge and compare `models` ({name: local path}, first = baseline);
-    writes results.md, results.json and results.png under `output_dir`."""
+             settings: GenerationSettings = GenerationSettings(), alpaca_eval: bool = True) -> dict:
+    """Generate (cached), judge and compare `models` ({name: local path}, first = baseline), also
+    through alpaca_eval when asked; writes results.md, results.json and results.png under `output_dir`."""
     out = Path(output_dir)
     records = read_jsonl(heldout)
     generations = {name: cached_generations(name, path, records, settings, out) for name, path in models.items()}
     summary = summarize(records, generations)
+    if alpaca_eval and len(generations) > 1:
+        print(f"alpaca_eval evaluate against {next(iter(models))}'s answers (log: {out}/alpaca_eval/<model>/alpaca_eval.log)")
+        for name, entry in alpaca_eval_handoff(generations, out).items():
+            summary["models"][name]["alpaca_eval"] = entry
     summary["settings"] = asdict(settings)
     summary["model_paths"] = dict(models)
     write_atomic(out / "results.md", markdown_table(summary))
-    write_atomic(out / "results.json", json.dumps(summary, indent=2))
+    write_json(out / "results.json", summary)
     plot(summary, out / "results.png")
     return summary

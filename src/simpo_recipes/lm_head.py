@@ -77,7 +77,8 @@ def chunked_head_support(model) -> str | None:
         return "DeepSpeed ZeRO-3 shards the head weight, which is only gathered inside its own forward"
     if not isinstance(head, torch.nn.Linear):
         return f"its output head is {type(head).__name__}, not a Linear layer"
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
         return "its forward has no logits_to_keep argument"
     scaled = [k for k in ("logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier")
               if getattr(config, k, None) not in (None, 1, 1.0)]

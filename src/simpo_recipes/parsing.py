@@ -24,6 +24,12 @@ DEPRECATED_KEYS = {
     "evaluation_strategy": ("eval_strategy", lambda v: v),
     "torch_dtype": ("dtype", lambda v: v),
     "warmup_ratio": ("warmup_steps", float),  # transformers 5: warmup_steps < 1 is a ratio
+    "max_seq_length": ("max_length", lambda v: v),  # TRL's old SFT spelling
+    "use_flash_attention_2": ("attn_implementation", lambda v: "flash_attention_2" if v else None),
+}
+# old keys that no longer do anything -> why they can be dropped
+IGNORED_KEYS = {
+    "overwrite_output_dir": "a rerun resumes from the last checkpoint in output_dir; delete it to start over",
 }
 
 
@@ -86,6 +92,9 @@ def build(config: dict[str, Any], types: tuple[type, ...], source: str) -> tuple
     fields = {f.name: (i, f) for i, t in reversed(list(enumerate(types))) for f in dataclasses.fields(t) if f.init}
     kwargs: list[dict[str, Any]] = [{} for _ in types]
     for key, value in config.items():
+        if key in IGNORED_KEYS:
+            logger.warning("%s: %r is deprecated and ignored: %s", source, key, IGNORED_KEYS[key])
+            continue
         if key in DEPRECATED_KEYS:
             new_key, convert = DEPRECATED_KEYS[key]
             logger.warning("%s: %r is deprecated, read as %r", source, key, new_key)

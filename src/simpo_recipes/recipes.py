@@ -1,13 +1,15 @@
 """Recipes: `recipes/<name>.yaml` names the ordered stages of a pipeline, each with its training
-config, the accelerate config that launches them, and the decoding settings for evaluation."""
+config, the accelerate config that launches them, the decoding settings for evaluation, and what
+the paper reports for the setting."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simpo_recipes.configs import ConfigError
-from simpo_recipes.parsing import build, read_yaml
+from simpo_recipes.parsing import build, parse_overrides, read_yaml
 
 STAGE_SCRIPTS = {"sft": "scripts/run_sft.py", "simpo": "scripts/run_simpo.py"}
 
@@ -28,10 +30,48 @@ class Generation:
     temperature: float = field(default=0.0, metadata={"help": "0 decodes greedily."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass when temperature > 0."})
     max_new_tokens: int = field(default=2048, metadata={"help": "Longest answer generated."})
+    stop: list[str] = field(default_factory=list, metadata={
+        "help": "Strings that end an answer (special tokens included); empty: the model's own end of turn."})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens <= 0:
             raise ConfigError(f"generation: invalid settings {self}")
+        if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(f"generation: stop = {self.stop!r} must be a list of non-empty strings")
+
+
+@dataclass
+class PaperResults:
+    """What the SimPO paper reports for this setting, to set beside our own evaluation."""
+
+    alpaca_eval_lc: float = field(metadata={"help": "AlpacaEval 2 length-controlled win rate, %."})
+    alpaca_eval_wr: float = field(metadata={"help": "AlpacaEval 2 raw win rate, %."})
+    arena_hard_wr: float = field(metadata={"help": "Arena-Hard v0.1 win rate, %."})
+    mt_bench: float | None = field(default=None, metadata={"help": "MT-Bench score (1-10); None: not reported."})
+    source: str = field(default="", metadata={"help": "Where the numbers come from."})
+
+    def __post_init__(self) -> None:
+        rates = (self.alpaca_eval_lc, self.alpaca_eval_wr, self.arena_hard_wr)
+        if not all(isinstance(r, (int, float)) and 0 <= r <= 100 for r in rates):
+            raise ConfigError(f"paper_results: win rates must be percentages in [0, 100], got {rates}")
+        if self.mt_bench is not None and not 0 <= self.mt_bench <= 10:
+            raise ConfigError(f"paper_results: mt_bench = {self.mt_bench} must be in [0, 10]")
+
+
+@dataclass
+class Hardware:
+    """What a full run of the recipe needs (README table)."""
+
+    gpus: int = field(metadata={"help": "GPUs of the paper's run; any count works, the global batch is kept."})
+    gpu_memory_gb: int = field(metadata={"help": "Memory per GPU the recipe is sized for."})
+    note: str = field(default="", metadata={"help": "Run time, alternatives (LoRA, ZeRO-2, ...)."})
+
+    def __post_init__(self) -> None:
+        if self.gpus < 1 or self.gpu_memory_gb < 1:
+            raise ConfigError(f"hardware: gpus and gpu_memory_gb must be ≥ 1, got {self.gpus}, {self.gpu_memory_gb}")
+
+
+NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware}
 
 
 @dataclass
@@ -41,6 +81,10 @@ class Recipe:
     stages: list[Stage] = field(metadata={"help": "Run in order; each starts from the previous one's output."})
     description: str = field(default="", metadata={"help": "One line for `make help` and the README table."})
     generation: Generation = field(default_factory=Generation, metadata={"help": "Evaluation decoding."})
+    published_sft: str | None = field(default=None, metadata={
+        "help": "The paper's SFT checkpoint: `--from_sft published` starts SimPO from it, skipping SFT."})
+    paper_results: PaperResults | None = field(default=None, metadata={"help": "The paper's numbers."})
+    hardware: Hardware | None = field(default=None, metadata={"help": "GPUs and memory of a full run."})
     root: Path = field(init=False, default=Path("."), metadata={"help": "The repository holding recipes/."})
 
     def __post_init__(self) -> None:
@@ -54,12 +98,13 @@ def load_recipe(path: str | Path) -> Recipe:
     stages = raw.pop("stages", None)
     if not isinstance(stages, list):
         raise ConfigError(f"{source}: `stages` must be a list of {{stage, config}} mappings")
-    generation = raw.pop("generation", {}) or {}
-    recipe = build(
-        raw | {"stages": [build(s, (Stage,), f"{source} stages[{i}]")[0] for i, s in enumerate(stages)],
-               "generation": build(generation, (Generation,), f"{source} generation")[0]},
-        (Recipe,), source,
-    )[0]
+    raw["stages"] = [build(s, (Stage,), f"{source} stages[{i}]")[0] for i, s in enumerate(stages)]
+    for key, cls in NESTED.items():
+        if key in raw:
+            if not isinstance(raw[key], dict):
+                raise ConfigError(f"{source}: `{key}` must be a mapping")
+            raw[key] = build(raw[key], (cls,), f"{source} {key}")[0]
+    recipe = build(raw, (Recipe,), source)[0]
     if recipe.name != Path(path).stem:
         raise ConfigError(f"{source}: name {recipe.name!r} must match the file name {Path(path).stem!r}")
     # config paths are relative to the repository holding recipes/, whatever the working directory
@@ -70,22 +115,42 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-def stage_output_dir(stage: Stage) -> str:
-    """Where a stage writes its model: the output_dir of its config (or of its overrides)."""
-    output_dir = stage.overrides.get("output_dir") or read_yaml(stage.config).get("output_dir")
-    if not output_dir:
-        raise ConfigError(f"{stage.config}: output_dir is required (the next stage starts from it)")
-    return output_dir
+def _as_args(settings: dict[str, Any]) -> list[str]:
+    return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in settings.items()]
 
 
-def stage_commands(recipe: Recipe, launcher: list[str], extra: list[str] = ()) -> list[list[str]]:
-    """One command per stage; stage i > 0 starts from stage i−1's output_dir."""
-    commands, previous = [], None
-    for stage in recipe.stages:
-        args = [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config]
-        args += [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in stage.overrides.items()]
-        if previous is not None:
-            args.append(f"--model_name_or_path={previous}")
-        commands.append(launcher + args + list(extra))
-        previous = stage_output_dir(stage)
+def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None = None) -> list[tuple[Stage, list[str]]]:
+    """(stage, [script, config, --key=value ...]) for each stage to run, in order.
+
+    Stage i > 0 starts from stage i−1's output_dir. `extra` holds --key=value for every stage and
+    --<stage>.key=value for one kind of stage (e.g. --sft.model_name_or_path); both win over the
+    chaining. `from_sft` skips the stages before SimPO and starts it from that model instead
+    ('published': the recipe's published_sft)."""
+    common, specific = {}, {name: {} for name in STAGE_SCRIPTS}
+    for key, value in parse_overrides(list(extra)).items():
+        stage_name, dot, stage_key = key.partition(".")
+        if not dot:
+            common[key] = value
+        elif stage_name in {s.stage for s in recipe.stages}:
+            specific[stage_name][stage_key] = value
+        else:
+            raise ConfigError(f"--{key}: recipe {recipe.name} has no {stage_name!r} stage "
+                              f"(stages: {', '.join(s.stage for s in recipe.stages)})")
+    stages, previous = recipe.stages, None
+    if from_sft is not None:
+        first = next((i for i, s in enumerate(stages) if s.stage == "simpo"), None)
+        previous = recipe.published_sft if from_sft == "published" else from_sft
+        if first is None or previous is None:
+            raise ConfigError(f"recipe {recipe.name}: cannot start from {from_sft!r} SFT: "
+                              + ("it has no simpo stage" if first is None else "it names no published_sft; "
+                                 "give a model folder or hub name instead"))
+        stages = stages[first:]
+    commands = []
+    for stage in stages:
+        chained = {"model_name_or_path": previous} if previous is not None else {}
+        settings = stage.overrides | chained | common | specific[stage.stage]
+        commands.append((stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)]))
+        previous = settings.get("output_dir") or read_yaml(stage.config).get("output_dir")
+        if not previous:
+            raise ConfigError(f"{stage.config}: output_dir is required (the next stage starts from it)")
     return commands

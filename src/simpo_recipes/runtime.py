@@ -14,6 +14,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from simpo_recipes.chat import ChatTemplateError, check_template
 from simpo_recipes.configs import ConfigError, DataArguments, ModelArguments, batch_arithmetic
 from simpo_recipes.data import DataError
+from simpo_recipes.launch import check_fsdp
+from simpo_recipes.lora import LoraArguments, add_adapters, check_quantization, quantization_config, save_merged
 from simpo_recipes.parsing import to_yaml
 
 logger = logging.getLogger("simpo_recipes")
@@ -36,7 +38,11 @@ def run_cli(main) -> None:
 
 
 def announce(configs: tuple, args: TrainingArguments) -> None:
-    """Print the batch arithmetic and save the resolved config beside the run's outputs."""
+    """Check the launch fits this machine, print the batch arithmetic and save the resolved config
+    beside the run's outputs."""
+    check_fsdp(os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true", use_cpu(args))
+    for lora_args in (c for c in configs if isinstance(c, LoraArguments)):
+        check_quantization(lora_args, use_cpu(args))
     logger.info(batch_arithmetic(args))
     if args.process_index == 0:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -69,15 +75,25 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreT
     return tokenizer
 
 
-def load_model(model_args: ModelArguments, args: TrainingArguments):
+def use_cpu(args: TrainingArguments) -> bool:
+    return args.use_cpu or not torch.cuda.is_available()
+
+
+def compute_dtype(args: TrainingArguments) -> torch.dtype:
+    return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+
+
+def load_model(model_args: ModelArguments, args: TrainingArguments, lora_args: LoraArguments):
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = _from_pretrained(
         AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
         trust_remote_code=model_args.trust_remote_code, attn_implementation=model_args.attn_implementation,
-        dtype=dtype,
+        dtype=dtype, quantization_config=quantization_config(lora_args, compute_dtype(args)),
     )
     if args.gradient_checkpointing:
         model.config.use_cache = False
+    if lora_args.use_peft:
+        model = add_adapters(model, lora_args, args.gradient_checkpointing)
     return model
 
 
@@ -93,7 +109,10 @@ def resume_checkpoint(args: TrainingArguments) -> str | None:
 
 def save_final(trainer: transformers.Trainer, tokenizer: PreTrainedTokenizerBase) -> None:
     """Model + tokenizer (chat template included), loadable with the Auto classes."""
-    trainer.save_model(trainer.args.output_dir)
+    if hasattr(trainer.model, "peft_config"):
+        save_merged(trainer, compute_dtype(trainer.args))
+    else:
+        trainer.save_model(trainer.args.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(trainer.args.output_dir)
         trainer.model.config.use_cache = True

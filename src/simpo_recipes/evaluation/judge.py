@@ -1,0 +1,91 @@
+"""The judge every harness calls: an OpenAI-compatible endpoint named by the environment.
+
+    JUDGE_BASE_URL  default https://api.openai.com/v1
+    JUDGE_API_KEY   default $OPENAI_API_KEY
+    JUDGE_MODEL     default: each benchmark's paper judge
+
+The key only ever travels in the environment of the harness processes: it is never written to a
+file, a command line or a log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class JudgeError(RuntimeError):
+    """The judge is not configured or cannot be reached; nothing was judged."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    model: str = field(metadata={"help": "Model name sent to the endpoint."})
+    base_url: str = field(metadata={"help": "OpenAI-compatible endpoint, ending in /v1."})
+    api_key: str = field(repr=False, metadata={"help": "Bearer key; kept out of repr, files and logs."})
+
+
+def judge_from_env(default_model: str) -> Judge:
+    key = os.environ.get("JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    if not key:
+        raise JudgeError("no judge key: set JUDGE_API_KEY (or OPENAI_API_KEY) in the environment")
+    return Judge(model=os.environ.get("JUDGE_MODEL") or default_model,
+                 base_url=os.environ.get("JUDGE_BASE_URL", DEFAULT_BASE_URL).rstrip("/"), api_key=key)
+
+
+def check_reachable(judge: Judge, timeout: float = 60.0) -> None:
+    """One tiny chat completion, so an unreachable or misconfigured judge fails once, clearly,
+    before a harness retries every item for minutes."""
+    body = json.dumps({"model": judge.model, "messages": [{"role": "user", "content": "ping"}],
+                       "max_tokens": 1}).encode()
+    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=body, headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            json.load(response)
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")[:300]
+        raise JudgeError(f"judge {judge.model!r} at {judge.base_url} answered HTTP {e.code}: {detail}. "
+                         "Check JUDGE_BASE_URL, JUDGE_API_KEY and JUDGE_MODEL; nothing was judged") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise JudgeError(f"judge {judge.model!r} at {judge.base_url} cannot be reached ({reason}). "
+                         "Check JUDGE_BASE_URL and the network, then rerun: judging resumes") from None
+
+
+def run_logged(what: str, command: list[str], log: str | Path, error: type[Exception], echo: bool = True,
+               **kwargs) -> None:
+    """Run a harness command; its output goes to `log` and, with `echo`, to the console (progress
+    bars included). A failure raises `error` with the log's tail."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+        if kwargs.get("stdin") == subprocess.PIPE:  # fschat's gen_judgment waits for Enter
+            proc.stdin.write("\n")
+            proc.stdin.close()
+        for chunk in iter(lambda: proc.stdout.read(256), ""):
+            f.write(chunk)
+            if echo:
+                sys.stdout.write(chunk)
+        sys.stdout.flush()
+    if proc.wait() != 0:
+        tail = Path(log).read_text()[-1500:]
+        raise error(f"{what} failed (exit {proc.returncode}); full log: {log}\n{tail}")
+
+
+def harness_env(judge: Judge, base: dict | None = None) -> dict:
+    """Environment for a harness process: the judge under the names its OpenAI client reads
+    (openai>=1: OPENAI_BASE_URL; alpaca_eval and openai<1: OPENAI_API_BASE), and no other
+    OpenAI settings that would take precedence."""
+    env = dict(os.environ if base is None else base)
+    for name in ("OPENAI_API_KEYS", "OPENAI_CLIENT_CONFIG_PATH", "OPENAI_ORGANIZATION_IDS", "OPENAI_ORGANIZATION"):
+        env.pop(name, None)
+    return env | {"OPENAI_API_KEY": judge.api_key, "OPENAI_BASE_URL": judge.base_url,
+                  "OPENAI_API_BASE": judge.base_url}

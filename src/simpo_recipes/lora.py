@@ -1,0 +1,106 @@
+"""LoRA (peft) for both stages, and QLoRA where bitsandbytes and a GPU exist.
+
+A stage trained with LoRA saves its adapter in `output_dir/adapter/` and the adapter merged into
+the starting model in `output_dir`, so the next stage and evaluation load a plain model."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from simpo_recipes.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoraArguments:
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Module names to adapt, e.g. [q_proj, v_proj]; None: every linear layer."})
+    lora_modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained in full beside the adapters, e.g. [lm_head]."})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base weights (bitsandbytes, GPU)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base weights (bitsandbytes, GPU)."})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "nf4 or fp4."})
+    use_bnb_nested_quant: bool = field(default=False, metadata={"help": "Quantize the quantization constants."})
+
+    @property
+    def quantized(self) -> bool:
+        return self.load_in_4bit or self.load_in_8bit
+
+    def __post_init__(self) -> None:
+        if self.quantized and not self.use_peft:
+            raise ConfigError("load_in_4bit / load_in_8bit train adapters only: set use_peft: true as well")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
+        if self.lora_r <= 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_r = {self.lora_r}, lora_alpha = {self.lora_alpha} must be > 0 and "
+                              f"lora_dropout = {self.lora_dropout} in [0, 1)")
+        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
+            raise ConfigError(f"bnb_4bit_quant_type = {self.bnb_4bit_quant_type!r}: choose nf4 or fp4")
+
+
+def check_quantization(lora_args: LoraArguments, use_cpu: bool) -> None:
+    """QLoRA needs bitsandbytes and a CUDA GPU; say so before any data or weights are loaded."""
+    if not lora_args.quantized:
+        return
+    missing = [what for what, absent in (
+        ("a CUDA GPU", use_cpu or not torch.cuda.is_available()),
+        ("the bitsandbytes package (pip install bitsandbytes)", importlib.util.find_spec("bitsandbytes") is None),
+    ) if absent]
+    if missing:
+        raise ConfigError(f"load_in_{'4' if lora_args.load_in_4bit else '8'}bit (QLoRA) needs "
+                          f"{' and '.join(missing)}: use plain LoRA (use_peft: true, no load_in_*bit) here")
+
+
+def quantization_config(lora_args: LoraArguments, compute_dtype: torch.dtype):
+    if not lora_args.quantized:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=lora_args.load_in_4bit, load_in_8bit=lora_args.load_in_8bit,
+        bnb_4bit_quant_type=lora_args.bnb_4bit_quant_type, bnb_4bit_use_double_quant=lora_args.use_bnb_nested_quant,
+        bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype,  # ZeRO-3 shards it like the rest
+    )
+
+
+def add_adapters(model, lora_args: LoraArguments, gradient_checkpointing: bool):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if lora_args.quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    model = get_peft_model(model, LoraConfig(
+        r=lora_args.lora_r, lora_alpha=lora_args.lora_alpha, lora_dropout=lora_args.lora_dropout,
+        target_modules=lora_args.lora_target_modules or "all-linear",
+        modules_to_save=lora_args.lora_modules_to_save, task_type="CAUSAL_LM",
+    ))
+    if gradient_checkpointing:  # frozen embeddings: checkpointed blocks need an input that requires grad
+        model.enable_input_require_grads()
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA: %s of %s parameters trainable (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+def save_merged(trainer, dtype: torch.dtype) -> None:
+    """Adapter to output_dir/adapter/, then (rank 0) the starting model with it merged to output_dir."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    output_dir = Path(trainer.args.output_dir)
+    trainer.save_model(str(output_dir / "adapter"))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        base_name = trainer.model.peft_config["default"].base_model_name_or_path
+        # full precision on CPU: a merge into 4-bit weights would round the adapter away
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, device_map="cpu")
+        merged = PeftModel.from_pretrained(base, output_dir / "adapter").merge_and_unload()
+        merged.save_pretrained(output_dir)
+        logger.info("merged the LoRA adapter into %s", base_name)

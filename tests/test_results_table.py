@@ -1,0 +1,39 @@
+"""`make table`'s pieces: results.json kept per benchmark, paper numbers from the recipe, missing
+cells marked, PNG written."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from simpo_recipes.evaluation import results
+
+
+def test_update_keeps_other_benchmarks(tmp_path):
+    path = tmp_path / "results.json"
+    results.update(path, "alpaca_eval", {"win_rate": 12.5, "length_controlled_winrate": None}, name="m", recipe="r")
+    results.update(path, "mt_bench", {"score": 6.25}, name="m", recipe="r")
+    saved = json.loads(path.read_text())
+    assert saved["name"] == "m" and set(saved["benchmarks"]) == {"alpaca_eval", "mt_bench"}
+    assert results.ours(saved) == {"AlpacaEval 2 WR": 12.5, "MT-Bench": 6.25}  # LC not computed: absent
+
+
+def test_paper_numbers_come_from_the_recipe():
+    recipe = SimpleNamespace(paper_results={"alpaca_eval_lc": 44.7, "alpaca_eval_wr": 40.5, "arena_hard_wr": 33.8,
+                                            "mt_bench": None})
+    assert results.paper_numbers(recipe) == {"AlpacaEval 2 LC": 44.7, "AlpacaEval 2 WR": 40.5, "Arena-Hard WR": 33.8}
+    assert results.paper_numbers(SimpleNamespace()) == {}
+
+
+def test_table_marks_missing_cells_and_draws_png(tmp_path):
+    eval_dir, recipes_dir = tmp_path / "eval", tmp_path / "recipes"
+    with pytest.raises(FileNotFoundError, match="make eval"):
+        results.write_table(eval_dir, recipes_dir)
+    results.update(eval_dir / "a" / "results.json", "arena_hard", {"win_rate": 3.14159}, name="a", recipe="none")
+    results.update(eval_dir / "b" / "results.json", "alpaca_eval",
+                   {"win_rate": 20.0, "length_controlled_winrate": 21.55}, name="b", recipe="none")
+    path, text = results.write_table(eval_dir, recipes_dir)
+    assert "| a | ours | — | — | 3.1% | — |" in text
+    assert "| b | ours | 21.6% | 20.0% | — | — |" in text
+    assert "| b | paper | — | — | — | — |" in text
+    assert path.read_text() == text
+    assert (eval_dir / "table.png").read_bytes()[:4] == b"\x89PNG"
