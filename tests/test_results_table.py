@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from simpo_recipes.evaluation import results
+from simpo_recipes.recipes import PaperResults
 
 
 def test_update_keeps_other_benchmarks(tmp_path):
@@ -18,10 +19,9 @@ def test_update_keeps_other_benchmarks(tmp_path):
 
 
 def test_paper_numbers_come_from_the_recipe():
-    recipe = SimpleNamespace(paper_results={"alpaca_eval_lc": 44.7, "alpaca_eval_wr": 40.5, "arena_hard_wr": 33.8,
-                                            "mt_bench": None})
+    recipe = SimpleNamespace(paper_results=PaperResults(alpaca_eval_lc=44.7, alpaca_eval_wr=40.5, arena_hard_wr=33.8))
     assert results.paper_numbers(recipe) == {"AlpacaEval 2 LC": 44.7, "AlpacaEval 2 WR": 40.5, "Arena-Hard WR": 33.8}
-    assert results.paper_numbers(SimpleNamespace()) == {}
+    assert results.paper_numbers(SimpleNamespace(paper_results=None)) == {}
 
 
 def test_table_marks_missing_cells_and_draws_png(tmp_path):

@@ -150,7 +150,13 @@ def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None =
         chained = {"model_name_or_path": previous} if previous is not None else {}
         settings = stage.overrides | chained | common | specific[stage.stage]
         commands.append((stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)]))
-        previous = settings.get("output_dir") or read_yaml(stage.config).get("output_dir")
-        if not previous:
-            raise ConfigError(f"{stage.config}: output_dir is required (the next stage starts from it)")
+        previous = settings.get("output_dir") or stage_output_dir(stage)
     return commands
+
+
+def stage_output_dir(stage: Stage) -> str:
+    """Where a stage writes its model: the output_dir of its overrides or of its config."""
+    output_dir = stage.overrides.get("output_dir") or read_yaml(stage.config).get("output_dir")
+    if not output_dir:
+        raise ConfigError(f"{stage.config}: output_dir is required (the next stage and evaluation start from it)")
+    return output_dir
