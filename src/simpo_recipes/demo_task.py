@@ -19,9 +19,10 @@ SimPO without disturbing the digits; the duplicate modes make the model look at 
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
+
+from simpo_recipes.evaluation.files import write_jsonl
 
 TASKS = ("sort", "max", "reverse")
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -146,15 +147,6 @@ def _make_row(kind: str, sampler: _Sampler) -> dict:
             "score_chosen": float(rng.choice([8, 9, 10])), "score_rejected": float(rng.choice([2, 3, 4, 5]))}
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    tmp.replace(path)
-    return path
-
-
 def write_demo_data(
     out_dir: str | Path,
     n_sft: int = 4000,
@@ -179,6 +171,6 @@ def write_demo_data(
         "prefs_train": ("prefs", n_prefs, out / "prefs" / "train.jsonl"),
         "prefs_test": ("prefs", n_test, out / "prefs" / "test.jsonl"),
     }
-    return {name: _write_jsonl(path, [_make_row(kind, sampler) for _ in range(n)])
+    return {name: write_jsonl(path, [_make_row(kind, sampler) for _ in range(n)])
             for name, (kind, n, path) in splits.items()}
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from simpo_recipes.evaluation.files import read_jsonl
+
 PLOTTED = ("loss", "rewards/margins", "rewards/accuracies")
 
 
@@ -34,9 +36,7 @@ class MetricsFileCallback(TrainerCallback):
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path) if path.exists() else []
 
 
 def plot_metrics(metrics_path: Path, png_path: Path) -> Path | None:
