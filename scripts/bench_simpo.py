@@ -15,11 +15,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from simpo_recipes.bench_report import SCALED, main_table, plot, scaling_table, write_block
-from simpo_recipes.benchmark import CONTENDERS, SHAPES, make_pairs, run_contender, ultrafeedback_lengths
-from simpo_recipes.demo_eval import write_atomic
-from simpo_recipes.npm_tokenizers import fetch_npm_tokenizer
-
+from simpo_bench.contenders import (
+    CONTENDERS,
+    SHAPES,
+    make_pairs,
+    run_contender,
+    ultrafeedback_lengths,
+)
+from simpo_bench.report import SCALED, main_table, plot, scaling_table, write_block
+from simpo_demo.npm_tokenizers import fetch_npm_tokenizer
+from simpo_recipes.files import write_atomic
 
 
 def parse_args() -> argparse.Namespace:

@@ -42,7 +42,7 @@ def read_texts(paths: list[Path]) -> list[str]:
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from simpo_recipes.tiny_models import FAMILIES, build_tiny_model
+    from simpo_demo.tiny_models import FAMILIES, build_tiny_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", required=True, choices=sorted(FAMILIES))

@@ -17,11 +17,11 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simpo_recipes.configs import ConfigError
+from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.evaluation import alpacaeval, arena_hard, mt_bench, results
 from simpo_recipes.evaluation.generation import BACKENDS, from_recipe, generate
 from simpo_recipes.evaluation.judge import JudgeError, judge_from_env
-from simpo_recipes.recipes import load_recipe, stage_output_dir
+from simpo_recipes.pipeline.recipes import load_recipe, stage_output_dir
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")
 ERRORS = (ConfigError, JudgeError, alpacaeval.AlpacaEvalError, arena_hard.ArenaHardError, mt_bench.MTBenchError)

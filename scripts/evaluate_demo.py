@@ -9,7 +9,7 @@ as an OpenAI-compatible endpoint on 127.0.0.1."""
 import argparse
 from dataclasses import replace
 
-from simpo_recipes.demo_eval import evaluate, markdown_table
+from simpo_demo.evaluate import evaluate, markdown_table
 from simpo_recipes.evaluation.generation import GenerationSettings, from_recipe
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         models[name] = path
     settings = GenerationSettings()
     if args.recipe:
-        from simpo_recipes.recipes import load_recipe
+        from simpo_recipes.pipeline.recipes import load_recipe
 
         settings = from_recipe(load_recipe(args.recipe).generation)
     flags = ("max_new_tokens", "temperature", "top_p", "batch_size", "seed")

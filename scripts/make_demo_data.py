@@ -3,7 +3,7 @@
 and held-out prompts, deterministically for a seed. `make demo-data` runs it."""
 import argparse
 
-from simpo_recipes.demo_task import write_demo_data
+from simpo_demo.task import write_demo_data
 
 
 def main() -> None:

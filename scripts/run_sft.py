@@ -6,13 +6,20 @@ import logging
 from transformers import set_seed
 from trl import SFTTrainer
 
-from simpo_recipes.configs import STAGE_CONFIGS
-from simpo_recipes.data import SFT_COLUMNS, load_mixture
-from simpo_recipes.parsing import parse_config
-from simpo_recipes.preprocess import prepare_conversations
-from simpo_recipes.reporting import MetricsFileCallback
-from simpo_recipes.runtime import (announce, load_model, load_tokenizer, resume_checkpoint, run_cli,
-                                   save_final, setup_logging)
+from simpo_recipes.config.arguments import STAGE_CONFIGS
+from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.data.loading import SFT_COLUMNS, load_mixture
+from simpo_recipes.data.preprocess import prepare_conversations
+from simpo_recipes.training.reporting import MetricsFileCallback
+from simpo_recipes.training.runtime import (
+    announce,
+    load_model,
+    load_tokenizer,
+    resume_checkpoint,
+    run_cli,
+    save_final,
+    setup_logging,
+)
 
 logger = logging.getLogger("simpo_recipes")
 

@@ -5,14 +5,22 @@ import logging
 
 from transformers import set_seed
 
-from simpo_recipes.configs import STAGE_CONFIGS
-from simpo_recipes.data import PREFERENCE_COLUMNS, load_mixture
-from simpo_recipes.parsing import parse_config
-from simpo_recipes.preprocess import prepare_preferences
-from simpo_recipes.reporting import MetricsFileCallback
-from simpo_recipes.runtime import (announce, load_model, load_tokenizer, resume_checkpoint, run_cli,
-                                   save_final, setup_logging)
-from simpo_recipes.trainer import PairCollator, SimPOTrainer
+from simpo_recipes.config.arguments import STAGE_CONFIGS
+from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.data.loading import PREFERENCE_COLUMNS, load_mixture
+from simpo_recipes.data.preprocess import prepare_preferences
+from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.reporting import MetricsFileCallback
+from simpo_recipes.training.runtime import (
+    announce,
+    load_model,
+    load_tokenizer,
+    resume_checkpoint,
+    run_cli,
+    save_final,
+    setup_logging,
+)
+from simpo_recipes.training.trainer import SimPOTrainer
 
 logger = logging.getLogger("simpo_recipes")
 

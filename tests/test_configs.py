@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpo_recipes.configs import STAGE_CONFIGS, ConfigError
-from simpo_recipes.parsing import build, parse_config
-from simpo_recipes.recipes import load_recipe, stage_commands
+from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.parsing import build, parse_config
+from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "training_configs").glob("*.yaml")) + sorted((ROOT / "recipes").glob("*.yaml"))

@@ -6,9 +6,14 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
-from simpo_recipes.data import PREFERENCE_COLUMNS, SFT_COLUMNS, DataError, load_mixture
-from simpo_recipes.preprocess import prepare_conversations, prepare_preferences
-from simpo_recipes.tiny_models import build_tiny_model
+from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.data.loading import (
+    PREFERENCE_COLUMNS,
+    SFT_COLUMNS,
+    DataError,
+    load_mixture,
+)
+from simpo_recipes.data.preprocess import prepare_conversations, prepare_preferences
 
 USER = {"role": "user", "content": "Sort 3 1 2."}
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from simpo_recipes import demo_eval
-from simpo_recipes.demo_task import expected_answer, judge, parse_prompt, write_demo_data
+from simpo_demo import evaluate as demo_eval
+from simpo_demo.task import expected_answer, judge, parse_prompt, write_demo_data
+from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation.generation import GenerationSettings
-from simpo_recipes.tiny_models import build_tiny_model
 
 SIZES = {"n_sft": 1500, "n_prefs": 1500, "n_heldout": 200, "n_test": 100}
 

@@ -11,11 +11,11 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from simpo_recipes.configs import STAGE_CONFIGS, ConfigError
-from simpo_recipes.parsing import build
-from simpo_recipes.preprocess import prepare_preferences
-from simpo_recipes.reporting import read_metrics
-from simpo_recipes.runtime import announce
+from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.parsing import build
+from simpo_recipes.data.preprocess import prepare_preferences
+from simpo_recipes.training.reporting import read_metrics
+from simpo_recipes.training.runtime import announce
 
 REPO = Path(__file__).resolve().parents[1]
 # DeepSpeed JIT-compiles its CPU communication op once (~45 s) into this gitignored folder

@@ -9,8 +9,8 @@ from conftest import REPO_ROOT, run_make
 from test_alpaca_eval import prefer, reference_rows
 from test_mt_bench import rate
 
+from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation.local_judge import ProgramJudge
-from simpo_recipes.tiny_models import build_tiny_model
 
 
 @pytest.mark.slow

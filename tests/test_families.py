@@ -14,8 +14,8 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from simpo_recipes.parsing import read_yaml
-from simpo_recipes.reporting import read_metrics
+from simpo_recipes.config.parsing import read_yaml
+from simpo_recipes.training.reporting import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",

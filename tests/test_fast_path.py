@@ -11,12 +11,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig
 
-from simpo_recipes.configs import ConfigError, SimPOConfig
-from simpo_recipes.demo_task import write_demo_data
-from simpo_recipes.packing import PAIR_ATTENTION
-from simpo_recipes.reporting import read_metrics
-from simpo_recipes.tiny_models import build_tiny_model
-from simpo_recipes.trainer import PairCollator, SimPOTrainer
+from simpo_demo.task import write_demo_data
+from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.config.arguments import ConfigError, SimPOConfig
+from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.packing import PAIR_ATTENTION
+from simpo_recipes.training.reporting import read_metrics
+from simpo_recipes.training.trainer import SimPOTrainer
 
 REFERENCE = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
 FAST = {  # odd chunk sizes put chunk boundaries inside responses

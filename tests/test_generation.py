@@ -6,16 +6,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from simpo_recipes.chat import encode_prompt
-from simpo_recipes.evaluation.files import read_jsonl
+from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.data.chat import encode_prompt
 from simpo_recipes.evaluation.generation import GenerationSettings, _stops, generate
-from simpo_recipes.tiny_models import build_tiny_model
+from simpo_recipes.files import read_jsonl
 
 TEXTS = ["Sort the digits 3 1 2.", "1 2 3", "Reverse the word cat.", "tac", "What is 2 plus 2?", "4"] * 20
 REQUESTS = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"What is {i} plus {i}?"}]} for i in range(7)]

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from simpo_recipes.loss import response_logps, simpo_loss
+from simpo_recipes.objectives.simpo import simpo_loss
+from simpo_recipes.training.logps import response_logps
 
 
 def _log_sigmoid(x: float) -> float:

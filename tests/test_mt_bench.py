@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation import mt_bench
-from simpo_recipes.evaluation.files import read_jsonl
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
 from simpo_recipes.evaluation.judge import Judge
 from simpo_recipes.evaluation.local_judge import ProgramJudge
-from simpo_recipes.tiny_models import build_tiny_model
+from simpo_recipes.files import read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "fixtures" / "mt_bench"

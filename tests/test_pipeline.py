@@ -1,5 +1,4 @@
 """End to end through the real scripts: the tiny recipe's stages, outputs, and resume after kill -9."""
-import json
 import os
 import signal
 import subprocess
@@ -11,9 +10,9 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from simpo_recipes.demo_task import write_demo_data
-from simpo_recipes.reporting import read_metrics
-from simpo_recipes.tiny_models import build_tiny_model
+from simpo_demo.task import write_demo_data
+from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.training.reporting import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

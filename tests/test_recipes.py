@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpo_recipes.configs import STAGE_CONFIGS, ConfigError
-from simpo_recipes.launch import detect_topology
-from simpo_recipes.lora import check_quantization
-from simpo_recipes.parsing import build, parse_config
-from simpo_recipes.recipes import load_recipe, stage_commands
+from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.parsing import build, parse_config
+from simpo_recipes.pipeline.launch import detect_topology
+from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
+from simpo_recipes.training.lora import check_quantization
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = [] if torch.cuda.is_available() else ["--use_cpu=true"]

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from simpo_recipes.evaluation import results
-from simpo_recipes.recipes import PaperResults
+from simpo_recipes.pipeline.recipes import PaperResults
 
 
 def test_update_keeps_other_benchmarks(tmp_path):

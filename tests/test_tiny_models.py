@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from simpo_recipes.tiny_models import FAMILIES, build_tiny_model
+from simpo_demo.tiny_models import FAMILIES, build_tiny_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [

@@ -4,10 +4,11 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from simpo_recipes.chat import encode_response
-from simpo_recipes.configs import SimPOConfig
-from simpo_recipes.tiny_models import build_tiny_model
-from simpo_recipes.trainer import PairCollator, SimPOTrainer
+from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.config.arguments import SimPOConfig
+from simpo_recipes.data.chat import encode_response
+from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.trainer import SimPOTrainer
 
 TEXTS = ["Sort the digits 3 1 2.", "1 2 3", "Reverse the word cat.", "tac", "What is 2 plus 2?", "4"] * 20
 PAIRS = [  # (prompt, chosen, rejected): rejected both shorter and longer than chosen

@@ -1,1 +1,1 @@
-"""SimPO recipes: recipe-driven SFT -> SimPO -> evaluation."""
+"""SimPO recipes: configuration, data, objectives, training, pipeline, evaluation."""

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from simpo_recipes.evaluation.files import write_atomic, write_json
-from simpo_recipes.evaluation.judge import Judge, check_reachable, harness_env, run_logged
+from simpo_recipes.evaluation.judge import (
+    Judge,
+    check_reachable,
+    harness_env,
+    run_logged,
+)
+from simpo_recipes.files import write_atomic, write_json
 
 HUB_DATASET, REFERENCE_FILE = "tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline.json"
 ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"

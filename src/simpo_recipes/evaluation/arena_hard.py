@@ -18,8 +18,13 @@ from pathlib import Path
 
 import yaml
 
-from simpo_recipes.evaluation.files import read_jsonl, write_atomic, write_jsonl
-from simpo_recipes.evaluation.judge import Judge, check_reachable, harness_env, run_logged
+from simpo_recipes.evaluation.judge import (
+    Judge,
+    check_reachable,
+    harness_env,
+    run_logged,
+)
+from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 
 REPO, COMMIT, BENCH = "https://github.com/lmarena/arena-hard-auto", "3071ef9", "arena-hard-v0.1"
 DEFAULT_JUDGE, BASELINE = "gpt-4-1106-preview", "gpt-4-0314"

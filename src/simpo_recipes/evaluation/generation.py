@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from simpo_recipes.evaluation.files import read_jsonl, write_atomic, write_jsonl
+from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -63,7 +63,9 @@ def _fingerprint(model_path: str | Path, settings: GenerationSettings) -> dict:
 def _stops(tokenizer, model_eos, stop: tuple[str, ...]) -> tuple[list[int], list[str]]:
     """(stop ids, stop strings): the model's end-of-turn ids plus every stop string that is one
     special token (<|eot_id|>, <end_of_turn>); the other strings are matched in the text."""
-    from simpo_recipes.chat import _special_tokens  # all_special_ids misses Llama-3's <|eot_id|>
+    from simpo_recipes.data.chat import (
+        _special_tokens,  # all_special_ids misses Llama-3's <|eot_id|>
+    )
 
     ids = [model_eos] if isinstance(model_eos, int) else list(model_eos or [tokenizer.eos_token_id])
     specials, texts = set(_special_tokens(tokenizer)), []
@@ -149,7 +151,7 @@ def generate(path: str | Path, model_path: str | Path, requests: list[dict], set
     generated (similar lengths and one temperature per batch) and saved after every batch."""
     from tqdm.auto import tqdm
 
-    from simpo_recipes.chat import encode_prompt
+    from simpo_recipes.data.chat import encode_prompt
 
     path = Path(path)
     meta_path = path.with_suffix(".meta.json")

@@ -11,7 +11,6 @@ reference_answer/<judge>.jsonl, model_judgment/<judge>_single.jsonl}.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -21,8 +20,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from simpo_recipes.evaluation.files import read_jsonl, write_atomic, write_jsonl
-from simpo_recipes.evaluation.judge import Judge, check_reachable, harness_env, run_logged
+from simpo_recipes.evaluation.judge import (
+    Judge,
+    check_reachable,
+    harness_env,
+    run_logged,
+)
+from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 
 FSCHAT_PINS = ("fschat==0.2.36", "openai==0.28.1", "anthropic==2.14.0")
 DATA_URL = "https://raw.githubusercontent.com/lm-sys/FastChat/v0.2.36/fastchat/llm_judge/data/"

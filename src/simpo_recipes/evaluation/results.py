@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from simpo_recipes.evaluation.files import write_atomic, write_json
+from simpo_recipes.files import write_atomic, write_json
 
 # column -> (benchmark in results.json, key in its entry, unit)
 COLUMNS = {"AlpacaEval 2 LC": ("alpaca_eval", "length_controlled_winrate", "%"),
@@ -88,7 +88,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
 
 def collect(eval_root: str | Path, recipes_dir: str | Path) -> list[dict]:
     """One row per outputs/eval/<name>/results.json, with its recipe's paper numbers."""
-    from simpo_recipes.recipes import load_recipe
+    from simpo_recipes.pipeline.recipes import load_recipe
 
     rows = []
     for path in sorted(Path(eval_root).glob("*/results.json")):

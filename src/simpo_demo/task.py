@@ -22,7 +22,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from simpo_recipes.evaluation.files import write_jsonl
+from simpo_recipes.files import write_jsonl
 
 TASKS = ("sort", "max", "reverse")
 TEMPLATES: dict[str, tuple[str, ...]] = {

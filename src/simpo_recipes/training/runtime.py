@@ -8,15 +8,31 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, TrainingArguments
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    TrainingArguments,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
-from simpo_recipes.chat import ChatTemplateError, check_template
-from simpo_recipes.configs import ConfigError, DataArguments, ModelArguments, batch_arithmetic
-from simpo_recipes.data import DataError
-from simpo_recipes.launch import check_fsdp
-from simpo_recipes.lora import LoraArguments, add_adapters, check_quantization, quantization_config, save_merged
-from simpo_recipes.parsing import to_yaml
+from simpo_recipes.config.arguments import (
+    ConfigError,
+    DataArguments,
+    LoraArguments,
+    ModelArguments,
+    batch_arithmetic,
+)
+from simpo_recipes.config.parsing import to_yaml
+from simpo_recipes.data.chat import ChatTemplateError, check_template
+from simpo_recipes.data.loading import DataError
+from simpo_recipes.pipeline.launch import check_fsdp
+from simpo_recipes.training.lora import (
+    add_adapters,
+    check_quantization,
+    quantization_config,
+    save_merged,
+)
 
 logger = logging.getLogger("simpo_recipes")
 
@@ -25,7 +41,7 @@ def setup_logging(args: TrainingArguments) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout,
                         level=logging.WARNING)
     logger.setLevel(logging.INFO if args.should_log else logging.WARNING)
-    logging.getLogger("simpo_recipes.preprocess").setLevel(logger.level)
+    logging.getLogger("simpo_recipes.data.preprocess").setLevel(logger.level)
     transformers.utils.logging.set_verbosity_warning()
 
 

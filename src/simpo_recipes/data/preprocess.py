@@ -8,8 +8,8 @@ from collections import Counter
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from simpo_recipes.chat import BoundaryError, encode_conversation, encode_response
-from simpo_recipes.data import DataError
+from simpo_recipes.data.chat import BoundaryError, encode_conversation, encode_response
+from simpo_recipes.data.loading import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _drop_and_report(ds: Dataset, original: Dataset, name: str, max_bad_fraction
     if kept == 0 or malformed > max_bad_fraction * total:
         bad_rows = [i for i, r in enumerate(ds["drop_reason"]) if r][:3]
         examples = "\n".join(f"  row {i} ({ds[i]['drop_reason']}): {str(original[i])[:300]}" for i in bad_rows)
-        problem = (f"no row is left" if kept == 0 else
+        problem = ("no row is left" if kept == 0 else
                    f"{malformed} malformed rows exceed max_bad_fraction = {max_bad_fraction}")
         raise DataError("\n".join(lines) + f"\n{name}: {problem}. Examples:\n{examples}\n"
                         "Fix the data (or max_length), or raise max_bad_fraction to accept it.")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from simpo_recipes.configs import ConfigError
+from simpo_recipes.config.arguments import ConfigError
 
 logger = logging.getLogger(__name__)
 

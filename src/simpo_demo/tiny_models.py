@@ -16,8 +16,15 @@ from typing import Any, Iterable
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (AutoModelForCausalLM, Gemma2Config, GenerationConfig, LlamaConfig,
-                          MistralConfig, PretrainedConfig, PreTrainedTokenizerFast)
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GenerationConfig,
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+)
 
 # Meta-Llama-3-8B-Instruct template (May 2024 revision): the template, not the tokenizer, emits BOS.
 LLAMA3_TEMPLATE = (

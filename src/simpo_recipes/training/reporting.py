@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from simpo_recipes.evaluation.files import read_jsonl
+from simpo_recipes.files import read_jsonl
 
 PLOTTED = ("loss", "rewards/margins", "rewards/accuracies")
 

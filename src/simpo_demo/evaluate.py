@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from simpo_recipes.demo_task import judge
-from simpo_recipes.evaluation.files import read_jsonl, write_atomic, write_json
+from simpo_demo.task import judge
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
+from simpo_recipes.files import read_jsonl, write_atomic, write_json
 
 
 def cached_generations(name: str, model_path: str | Path, records: list[dict], settings: GenerationSettings,

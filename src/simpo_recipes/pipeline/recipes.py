@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simpo_recipes.configs import ConfigError
-from simpo_recipes.parsing import build, parse_overrides, read_yaml
+from simpo_recipes.config.arguments import ConfigError
+from simpo_recipes.config.parsing import build, parse_overrides, read_yaml
 
 STAGE_SCRIPTS = {"sft": "scripts/run_sft.py", "simpo": "scripts/run_simpo.py"}
 

@@ -3,37 +3,19 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 from transformers import Trainer
 
-from simpo_recipes.configs import SimPOConfig
-from simpo_recipes.lm_head import ChunkedHead, chunked_head_support
-from simpo_recipes.loss import response_logps, simpo_loss
-from simpo_recipes.packing import PAIR_ATTENTION, pack_pairs, pair_attention_support
+from simpo_recipes.config.arguments import SimPOConfig
+from simpo_recipes.objectives.simpo import simpo_loss
+from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.lm_head import ChunkedHead, chunked_head_support
+from simpo_recipes.training.logps import response_logps
+from simpo_recipes.training.packing import PAIR_ATTENTION, pair_attention_support
 
 logger = logging.getLogger("simpo_recipes")
-
-
-@dataclass
-class PairCollator:
-    """B preference rows -> one batch. Padded (the reference): prompt+chosen and prompt+rejected right-
-    padded into [2B, T] (chosen first), labels −100 off the response. padding_free / prefix_sharing:
-    the packed layouts of `packing.pack_pairs`. Every layout lists its scored tokens."""
-
-    pad_token_id: int
-    padding_free: bool = False
-    prefix_sharing: bool = False
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = pack_pairs(rows, self.pad_token_id, self.padding_free, self.prefix_sharing)
-        if self.padding_free or self.prefix_sharing:
-            return batch
-        del batch["position_ids"], batch["pair_spans"]
-        labels = torch.full_like(batch["input_ids"], -100)
-        labels.view(-1)[batch["score_index"] + 1] = batch["score_target"]  # padded: token t is scored at t − 1
-        return batch | {"labels": labels}
 
 
 class SimPOTrainer(Trainer):

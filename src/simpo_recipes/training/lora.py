@@ -6,45 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from simpo_recipes.config.arguments import LoraArguments
 from simpo_recipes.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoraArguments:
-    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of every weight."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
-    lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Module names to adapt, e.g. [q_proj, v_proj]; None: every linear layer."})
-    lora_modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Modules trained in full beside the adapters, e.g. [lm_head]."})
-    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base weights (bitsandbytes, GPU)."})
-    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base weights (bitsandbytes, GPU)."})
-    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "nf4 or fp4."})
-    use_bnb_nested_quant: bool = field(default=False, metadata={"help": "Quantize the quantization constants."})
-
-    @property
-    def quantized(self) -> bool:
-        return self.load_in_4bit or self.load_in_8bit
-
-    def __post_init__(self) -> None:
-        if self.quantized and not self.use_peft:
-            raise ConfigError("load_in_4bit / load_in_8bit train adapters only: set use_peft: true as well")
-        if self.load_in_4bit and self.load_in_8bit:
-            raise ConfigError("load_in_4bit and load_in_8bit are both set: choose one")
-        if self.lora_r <= 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_r = {self.lora_r}, lora_alpha = {self.lora_alpha} must be > 0 and "
-                              f"lora_dropout = {self.lora_dropout} in [0, 1)")
-        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
-            raise ConfigError(f"bnb_4bit_quant_type = {self.bnb_4bit_quant_type!r}: choose nf4 or fp4")
 
 
 def check_quantization(lora_args: LoraArguments, use_cpu: bool) -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from simpo_recipes.config.parsing import read_yaml
 from simpo_recipes.errors import ConfigError
-from simpo_recipes.parsing import read_yaml
 
 # resolved values `make plan` prints for every stage, where the stage's configs have them
 HYPERPARAMETERS = (
@@ -82,15 +82,15 @@ def _rows(data_args, columns: tuple[str, ...]) -> int | None:
     """Train rows after the mixer's fractions, where every source is a local folder."""
     if not all(Path(source).expanduser().is_dir() for source in data_args.dataset_mixer):
         return None
-    from simpo_recipes.data import load_mixture
+    from simpo_recipes.data.loading import load_mixture
 
     return len(load_mixture(data_args.dataset_mixer, data_args.dataset_splits, columns, seed=0)["train"])
 
 
 def describe_stage(configs: tuple, topology: Topology, command: list[str]) -> list[str]:
     """The plan of one stage: model, data, hyperparameters, margin, batch arithmetic, steps."""
-    from simpo_recipes.configs import batch_arithmetic, planned_batch
-    from simpo_recipes.data import PREFERENCE_COLUMNS, SFT_COLUMNS
+    from simpo_recipes.config.arguments import batch_arithmetic, planned_batch
+    from simpo_recipes.data.loading import PREFERENCE_COLUMNS, SFT_COLUMNS
 
     model_args, data_args, args = configs[:3]
     values = {name: getattr(c, name) for c in configs for name in HYPERPARAMETERS if hasattr(c, name)}

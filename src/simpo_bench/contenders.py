@@ -14,11 +14,17 @@ import numpy as np
 import psutil
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, TrainerCallback
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    TrainerCallback,
+)
 
-from simpo_recipes.configs import SimPOConfig
-from simpo_recipes.preprocess import prepare_preferences
-from simpo_recipes.trainer import PairCollator, SimPOTrainer
+from simpo_recipes.config.arguments import SimPOConfig
+from simpo_recipes.data.preprocess import prepare_preferences
+from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.trainer import SimPOTrainer
 
 SHAPES = {
     # Llama-3's 128,256-token vocabulary on a small body: the LM head dominates compute and memory.

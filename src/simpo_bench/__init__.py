@@ -1,0 +1,1 @@
+"""The training-step benchmark (`make bench`): contenders and report."""

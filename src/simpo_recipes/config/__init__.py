@@ -1,0 +1,1 @@
+"""Configuration: typed dataclasses for every stage and the strict YAML / command-line parser."""

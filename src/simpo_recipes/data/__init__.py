@@ -1,0 +1,1 @@
+"""Data: loading and mixing datasets, chat-template tokenization, row checks."""

@@ -1,0 +1,1 @@
+"""Preference objectives: one module per family, each owning its formula, hyperparameters and rewards."""

@@ -1,0 +1,1 @@
+"""Pipeline: recipes (ordered stages) and how they are launched."""

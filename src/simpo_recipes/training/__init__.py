@@ -1,0 +1,1 @@
+"""Training: log-probs (chunked head, packing), the collator, the trainers and what runs around them."""
