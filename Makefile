@@ -28,7 +28,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed  ## Create .venv and install the pinned requirements
 
-test: $(VENV)/.installed  ## Run the test suite (CPU, offline)
+test: $(VENV)/.installed  ## Lint (ruff, configured in pyproject.toml), then run the test suite (CPU, offline)
+	$(VENV)/bin/ruff check .
 	$(OFFLINE) $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(VENV)/.installed  ## Embedded default: tiny model, SFT -> SimPO -> judged evaluation, on CPU

@@ -73,16 +73,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipes/<name>.yaml")
     parser.add_argument("--model_path", default=None, help="Default: the output_dir of the recipe's last stage.")
-    parser.add_argument("--name", default=None, help="Model name in the harnesses and the table (default: recipe name).")
+    parser.add_argument("--name", default=None,
+                        help="Model name in the harnesses and the table (default: recipe name).")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--output_dir", default=None, help="Default: outputs/eval/<name>.")
     parser.add_argument("--reference_outputs", default=None,
                         help=f"AlpacaEval references (default: {alpacaeval.REFERENCE_FILE} from the hub)")
     parser.add_argument("--mt_bench_data", default=None, help="Folder with MT-Bench's questions, judge prompts, "
                         "reference_answer/gpt-4.jsonl (default: downloaded into the cache)")
-    parser.add_argument("--arena_hard_dir", default=None, help="arena-hard-auto checkout (default: cloned into the cache)")
-    parser.add_argument("--cache_dir", default=None, help="Harness venvs and data (default: $SIMPO_CACHE_DIR or .cache)")
-    parser.add_argument("--max_new_tokens", type=int, default=None, help="Cap every benchmark's answers (quick checks).")
+    parser.add_argument("--arena_hard_dir", default=None,
+                        help="arena-hard-auto checkout (default: cloned into the cache)")
+    parser.add_argument("--cache_dir", default=None,
+                        help="Harness venvs and data (default: $SIMPO_CACHE_DIR or .cache)")
+    parser.add_argument("--max_new_tokens", type=int, default=None,
+                        help="Cap every benchmark's answers (quick checks).")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     args = parser.parse_args()

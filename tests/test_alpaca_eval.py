@@ -31,8 +31,9 @@ def reference_rows() -> list[dict]:
     """Made-up references: every other one right, the others right but chatty (wrong)."""
     rows = []
     for k, (task, items) in enumerate(TASKS):
-        instruction = {"sort": "Sort these digits in ascending order: {}", "max": "Find the maximum of these digits: {}",
-                       "reverse": "Reverse this list: {}"}[task].format(" ".join(map(str, items)))
+        template = {"sort": "Sort these digits in ascending order: {}",
+                    "max": "Find the maximum of these digits: {}", "reverse": "Reverse this list: {}"}[task]
+        instruction = template.format(" ".join(map(str, items)))
         answer = expected_answer(task, items) + ("" if k % 2 == 0 else " Done!")
         rows.append({"instruction": instruction, "output": answer, "generator": "made-up", "dataset": f"toy-{task}"})
     return rows
@@ -130,5 +131,5 @@ def test_reference_file_errors_name_the_file_and_row(tmp_path, monkeypatch):
     with pytest.raises(alpacaeval.AlpacaEvalError, match=r"row 0: needs string `instruction` and `output`"):
         alpacaeval.load_reference(bad)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(alpacaeval.AlpacaEvalError, match="alpaca_eval_gpt4_baseline.json.*--reference_outputs"):
+    with pytest.raises(alpacaeval.AlpacaEvalError, match=r"alpaca_eval_gpt4_baseline\.json.*--reference_outputs"):
         alpacaeval.load_reference(None)

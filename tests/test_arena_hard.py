@@ -29,7 +29,8 @@ def answer_file(tmp_path_factory):
     model = build_tiny_model("llama3", root / "model", texts, vocab_size=300, hidden_size=32)
     settings = GenerationSettings(temperature=arena_hard.TEMPERATURE, max_new_tokens=8)
     answers = generate(root / "gen.jsonl", model, arena_hard.requests(QUESTIONS), settings)
-    return arena_hard.write_answers(root / "model_answer" / "tiny-model.jsonl", QUESTIONS, answers, "tiny-model"), answers
+    path = arena_hard.write_answers(root / "model_answer" / "tiny-model.jsonl", QUESTIONS, answers, "tiny-model")
+    return path, answers
 
 
 def test_answers_load_the_way_the_harness_reads_them(answer_file):
@@ -44,7 +45,8 @@ def test_answers_load_the_way_the_harness_reads_them(answer_file):
     meta = metadata["tiny-model"]["q000"]["conv_metadata"]
     assert meta["token_len"] == rows[0]["choices"][0]["turns"][0]["token_len"]
     assert {k: sorted(v) for k, v in meta.items() if k != "token_len"} == {
-        "header_count": [f"h{i}" for i in range(1, 7)], "list_count": ["ordered", "unordered"], "bold_count": ["**", "__"]}
+        "header_count": [f"h{i}" for i in range(1, 7)], "list_count": ["ordered", "unordered"],
+        "bold_count": ["**", "__"]}
 
 
 @pytest.mark.parametrize("corrupt, message", [
@@ -73,8 +75,8 @@ def test_style_metadata_counts_markdown_outside_code():
 
 
 def checkout() -> Path:
-    for candidate in (os.environ.get("ARENA_HARD_DIR"),
-                      Path(os.environ.get("SIMPO_CACHE_DIR") or REPO / ".cache") / f"arena-hard-auto-{arena_hard.COMMIT}"):
+    cache = Path(os.environ.get("SIMPO_CACHE_DIR") or REPO / ".cache")
+    for candidate in (os.environ.get("ARENA_HARD_DIR"), cache / f"arena-hard-auto-{arena_hard.COMMIT}"):
         if candidate and (Path(candidate) / "gen_judgment.py").exists():
             return Path(candidate)
     pytest.skip(f"no checkout of {arena_hard.REPO} at {arena_hard.COMMIT}: cloning needs GitHub, unreachable here "

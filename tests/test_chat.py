@@ -22,7 +22,7 @@ def family_tokenizer(request, tmp_path_factory):
 
 
 def test_prompt_has_one_bos_and_ends_with_the_generation_prompt(family_tokenizer):
-    family, tok, _ = family_tokenizer
+    _, tok, _ = family_tokenizer
     ids = encode_prompt(tok, [USER])
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     rendered = tok.apply_chat_template([USER], tokenize=False, add_generation_prompt=True)
@@ -30,7 +30,7 @@ def test_prompt_has_one_bos_and_ends_with_the_generation_prompt(family_tokenizer
 
 
 def test_response_is_the_answer_and_exactly_one_end_of_turn(family_tokenizer):
-    family, tok, generation = family_tokenizer
+    _, tok, generation = family_tokenizer
     prompt_ids, response_ids = encode_response(tok, [USER], ANSWER)
     assert prompt_ids == encode_prompt(tok, [USER])
     stops = set(generation.eos_token_id)
@@ -40,7 +40,7 @@ def test_response_is_the_answer_and_exactly_one_end_of_turn(family_tokenizer):
 
 
 def test_sft_mask_covers_assistant_turns_and_their_end_of_turn_only(family_tokenizer):
-    family, tok, generation = family_tokenizer
+    _, tok, generation = family_tokenizer
     ids, mask = encode_conversation(tok, CONVERSATION)
     assert len(ids) == len(mask) and ids.count(tok.bos_token_id) == 1 and mask[0] == 0
     trained = [i for i, m in zip(ids, mask) if m]
@@ -89,5 +89,5 @@ def test_real_tokenizers_get_one_bos(real_tokenizer, name, bos):
     end = "<|eot_id|>" if name == "llama3" else "<end_of_turn>"
     assert tok.convert_ids_to_tokens(response_ids[-1]) == end
     assert tok.decode(response_ids[:-1]) == ANSWER["content"]
-    ids, mask = encode_conversation(tok, CONVERSATION)
+    ids, _ = encode_conversation(tok, CONVERSATION)
     assert ids.count(bos_id) == 1 and ids[: len(prompt_ids) + len(response_ids)] == prompt_ids + response_ids

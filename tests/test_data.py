@@ -55,7 +55,7 @@ def test_local_jsonl_parquet_and_save_to_disk_mix_with_fractions(tmp_path):
 def test_hub_name_offline_fails_fast_and_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
-    with pytest.raises(DataError, match="HuggingFaceH4/ultrafeedback_binarized.*not a local folder"):
+    with pytest.raises(DataError, match=r"HuggingFaceH4/ultrafeedback_binarized.*not a local folder"):
         load_mixture({"HuggingFaceH4/ultrafeedback_binarized": 1.0}, ["train_prefs"], PREFERENCE_COLUMNS, 0)
     assert time.monotonic() - start < 30
 
@@ -64,7 +64,7 @@ def test_missing_column_and_missing_split_name_the_source(tmp_path):
     write_jsonl(tmp_path / "d" / "train.jsonl", [{"prompt": "x", "chosen": "y"}])
     with pytest.raises(DataError, match=r"d \[train\]: missing column\(s\) \['rejected'\]"):
         load_mixture({str(tmp_path / "d"): 1.0}, ["train"], PREFERENCE_COLUMNS, 0)
-    with pytest.raises(DataError, match="no file for split 'test'.*found train.jsonl"):
+    with pytest.raises(DataError, match=r"no file for split 'test'.*found train\.jsonl"):
         load_mixture({str(tmp_path / "d"): 1.0}, ["test"], SFT_COLUMNS, 0)
 
 

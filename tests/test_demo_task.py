@@ -151,7 +151,8 @@ def test_evaluate_writes_results_and_reuses_generations(tmp_path):
     summary = demo_eval.evaluate({"base": str(model), "same": str(model)}, _write(tmp_path / "h.jsonl", records),
                                  tmp_path / "out", settings, alpaca_eval=False)
     assert summary["models"]["same"]["win_rate_vs_baseline"] == 0.5  # same model, same greedy answers
-    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.md", "results.json", "results.png", "generations"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"results.md", "results.json", "results.png",
+                                                               "generations"}
     cache = tmp_path / "out" / "generations" / "base.jsonl"
     rows = read(cache)
     assert sorted(r["id"] for r in rows) == ["a", "b", "c", "d"]

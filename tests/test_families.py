@@ -76,7 +76,7 @@ def test_reference_repo_config_trains_unchanged(family_workspace, tmp_path):
                f"--dataset_mixer={{{family_workspace / 'data/on_policy'}: 1.0}}", f"--output_dir={tmp_path / 'out'}",
                "--max_steps=2", "--gradient_accumulation_steps=2", "--preprocessing_num_workers=1",
                "--attn_implementation=sdpa", "--report_to=none", "--use_cpu=true"], cwd=tmp_path)
-    for old in ("torch_dtype", "evaluation_strategy", "warmup_ratio"):
+    for old in ("torch_dtype", "evaluation_strategy", "warmup_ratio", "gradient_checkpointing"):
         assert f"{old!r} is deprecated" in log
     assert "world size 1 × per-device batch 2 × gradient accumulation 2 = global batch 4" in log
     assert "effective gamma 1.375 (gamma_beta_ratio × beta)" in log

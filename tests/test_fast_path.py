@@ -83,10 +83,10 @@ def test_fast_paths_equal_the_reference(path, sft_weight, tmp_path):
     assert got[2]["lengths/rejected"] == pytest.approx((7 + 1 + 9 + 30) / 4)
 
 
-def test_packing_with_gradient_checkpointing(tmp_path):
+def test_packing_with_activation_checkpointing(tmp_path):
     model = tiny("llama")
-    assert_equal(step(model, tmp_path, gradient_checkpointing=True),
-                 step(model, tmp_path, gradient_checkpointing=True, **REFERENCE))
+    assert_equal(step(model, tmp_path, activation_checkpointing=True),
+                 step(model, tmp_path, activation_checkpointing=True, **REFERENCE))
 
 
 def test_tied_embeddings_and_a_body_not_called_model(tmp_path):

@@ -42,7 +42,8 @@ def test_engine_answers_from_the_one_bos_prompt(models, family, tmp_path):
         assert text_ids.count(tokenizer.bos_token_id) == 2  # the trap the engine must not fall into
 
     def greedy(ids):
-        out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
         return out[0, len(ids):].tolist()
 
     row = generate(tmp_path / "answers.jsonl", path, [REQUESTS[2]], GREEDY)[0]

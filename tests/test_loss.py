@@ -15,7 +15,7 @@ def _log_sigmoid(x: float) -> float:
 def test_sigmoid_loss_matches_hand_computation():
     chosen, rejected = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.5, -1.0, -3.0])
     beta, gamma = 2.5, 1.375  # llama3-instruct: gamma_beta_ratio 0.55 × beta 2.5
-    expected = [-_log_sigmoid(beta * (w - l) - gamma) for w, l in zip(chosen.tolist(), rejected.tolist())]
+    expected = [-_log_sigmoid(beta * (w - r) - gamma) for w, r in zip(chosen.tolist(), rejected.tolist())]
     assert simpo_loss(chosen, rejected, beta, gamma).tolist() == pytest.approx(expected, rel=1e-6)
 
 

@@ -59,7 +59,7 @@ def test_loss_and_gradients_equal_trl_cpo_simpo(tiny, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     args = CPOConfig(output_dir=str(tmp_path / "trl"), loss_type="simpo", cpo_alpha=0.0, simpo_gamma=GAMMA,
-                     beta=BETA, report_to="none", bf16=False, gradient_checkpointing=False)
+                     beta=BETA, report_to="none", bf16=False, activation_checkpointing=False)
     strings = Dataset.from_list([{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS])
     cpo = CPOTrainer(model=model, args=args, train_dataset=strings, processing_class=tokenizer)
     # feed TRL exactly our token ids: prompt + response, labels masked on the prompt

@@ -42,7 +42,8 @@ SHAPES = {
 LENGTHS = {"prompt": (110, 0.9), "chosen": (260, 0.6), "rejected": (230, 0.7)}
 CONTENDERS = ("ours", "ours-reference", "trl-cpo-simpo", "trl-dpo")
 # One-token words under Llama-3's BPE (with their leading space): n words make ~n tokens.
-WORDS = "the of and to in is that for it as with was on be by at this from or an are but not have".split()
+WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "by", "at",
+         "this", "from", "or", "an", "are", "but", "not", "have"]
 
 
 def make_pairs(tokenizer, lengths: list[tuple[int, int, int]], vocab_size: int, seed: int = 0) -> list[dict]:
@@ -93,7 +94,7 @@ def build_model(shape: dict, dtype: torch.dtype, device: str):
 def _common(spec: dict) -> dict:
     return dict(output_dir=spec["output_dir"], per_device_train_batch_size=spec["batch"], max_steps=spec["steps"],
                 learning_rate=1e-6, train_sampling_strategy="sequential", save_strategy="no", logging_steps=10**6,
-                report_to="none", disable_tqdm=True, bf16=False, gradient_checkpointing=False,
+                report_to="none", disable_tqdm=True, bf16=False, activation_checkpointing=False,
                 remove_unused_columns=False, use_cpu=spec["device"] == "cpu", seed=0)
 
 

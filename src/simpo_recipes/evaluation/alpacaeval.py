@@ -54,7 +54,8 @@ def load_reference(path: str | Path | None = None) -> tuple[Path, list[dict]]:
         raise AlpacaEvalError(f"reference outputs {path}: expected a non-empty JSON array of rows")
     seen: set[str] = set()
     for i, row in enumerate(rows):
-        if not (isinstance(row, dict) and isinstance(row.get("instruction"), str) and isinstance(row.get("output"), str)):
+        if not (isinstance(row, dict) and isinstance(row.get("instruction"), str)
+                and isinstance(row.get("output"), str)):
             raise AlpacaEvalError(f"reference outputs {path} row {i}: needs string `instruction` and `output`")
         if row["instruction"] in seen:
             raise AlpacaEvalError(f"reference outputs {path} row {i}: instruction repeated (outputs join on it)")
@@ -64,7 +65,8 @@ def load_reference(path: str | Path | None = None) -> tuple[Path, list[dict]]:
 
 def requests(reference: list[dict]) -> list[dict]:
     """One single-turn generation request per reference instruction."""
-    return [{"id": str(i), "messages": [{"role": "user", "content": r["instruction"]}]} for i, r in enumerate(reference)]
+    return [{"id": str(i), "messages": [{"role": "user", "content": r["instruction"]}]}
+            for i, r in enumerate(reference)]
 
 
 def write_outputs(path: str | Path, reference: list[dict], answers: list[dict], generator: str) -> Path:
@@ -106,7 +108,8 @@ def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge
     n_rows = len(json.loads(Path(model_outputs).read_text()))
     lc_note = None
     if n_rows != OFFICIAL_SIZE:
-        lc_note = f"not computed: the length-controlled fit needs AlpacaEval's {OFFICIAL_SIZE} instructions (got {n_rows})"
+        lc_note = (f"not computed: the length-controlled fit needs AlpacaEval's {OFFICIAL_SIZE} instructions "
+                   f"(got {n_rows})")
     else:
         try:
             _hub_file("df_gamed.csv")  # the length-controlled fit downloads it too; fail here, clearly

@@ -109,7 +109,8 @@ def write_answers(path: str | Path, questions: list[dict], answers: list[dict], 
     for q, a in zip(questions, answers, strict=True):
         n = count(a["output"]) if count else a["n_tokens"]
         rows.append({"question_id": q["question_id"], "answer_id": f"{model_id}-{q['question_id']}",
-                     "model_id": model_id, "choices": [{"index": 0, "turns": [{"content": a["output"], "token_len": n}]}],
+                     "model_id": model_id,
+                     "choices": [{"index": 0, "turns": [{"content": a["output"], "token_len": n}]}],
                      "tstamp": time.time(), "conv_metadata": style_metadata(a["output"], n)})
     return write_jsonl(path, rows)
 
@@ -166,7 +167,8 @@ def judge(work_dir: str | Path, repo: Path, model_id: str, judge: Judge, python:
                ArenaHardError, cwd=work, env=env)
     run_logged("arena-hard show_result", [str(python), str(repo / "show_result.py"), "--judge-name", judge.model,
                "--baseline", BASELINE], work / "show_result.log", ArenaHardError, cwd=work, env=env)
-    match = re.search(rf"^{re.escape(model_id)}\s*\| score: *([\d.]+) *\| 95% CI: *(\(.*?\)) *\| average #tokens: *(\d+)",
+    match = re.search(rf"^{re.escape(model_id)}\s*\| score: *([\d.]+) *\| 95% CI: *(\(.*?\)) *"
+                      r"\| average #tokens: *(\d+)",
                       (work / "show_result.log").read_text(), re.M)
     if match is None:
         raise ArenaHardError(f"show_result printed no score for {model_id}; see {work / 'show_result.log'}")

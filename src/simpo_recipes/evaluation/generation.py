@@ -129,7 +129,8 @@ class _Engine:
             out = self.model.generate(
                 input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
                 max_new_tokens=s.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad,
-                **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}), **sampling)
+                **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}),
+                **sampling)
         return out[:, width:].tolist()
 
     def decode(self, new_ids: list[int]) -> tuple[str, int]:

@@ -14,18 +14,19 @@ import json
 import math
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 ALPACA = re.compile(r'"instruction": """(?P<q>.*)""",\n}\n\n## Model Outputs.*?"model_identifier": "m",\n\s*"output": '
-                    r'"""(?P<a>.*)"""\n\s*},\n\s*{\n\s*"model_identifier": "M",\n\s*"output": """(?P<b>.*)"""\n\s*}\n}', re.S)
+                    r'"""(?P<a>.*)"""\n\s*},\n\s*{\n\s*"model_identifier": "M",\n\s*"output": """(?P<b>.*)"""\n\s*}\n}',
+                    re.S)
 ARENA = re.compile(r"<\|User Prompt\|>\n(?P<q>.*)\n\n<\|The Start of Assistant A's Answer\|>\n(?P<a>.*)\n"
                    r"<\|The End of Assistant A's Answer\|>\n\n<\|The Start of Assistant B's Answer\|>\n(?P<b>.*)\n"
                    r"<\|The End of Assistant B's Answer\|>", re.S)
 MT_SINGLE = re.compile(r"\[Question\]\n(?P<q>.*?)\n\n\[The Start of (?:Reference Answer\].*?\n\n\[The Start of )?"
                        r"Assistant's Answer\]\n(?P<a>.*)\n\[The End of Assistant's Answer\]", re.S)
-MT_TURN_2 = re.compile(r"### User:\n(?P<q>.*)\n\n### Assistant A:\n(?P<a>.*)\n\n<\|The End of Assistant A's Conversation",
-                       re.S)
+MT_TURN_2 = re.compile(r"### User:\n(?P<q>.*)\n\n### Assistant A:\n(?P<a>.*)\n\n"
+                       r"<\|The End of Assistant A's Conversation", re.S)
 
 
 def arena_verdict(p: float) -> str:
@@ -43,7 +44,7 @@ class ProgramJudge:
         self.base_url = ""
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "ProgramJudge":
+    def __enter__(self) -> ProgramJudge:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())  # port 0: any free port
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
@@ -66,7 +67,8 @@ class ProgramJudge:
                                      "bytes": list(token.encode()), "top_logprobs": top}]}
             return token, logprobs, "alpaca_eval"
         if match := ARENA.search(text):
-            return f"My final verdict: [[{arena_verdict(self.prefer(match['q'], match['a'], match['b']))}]]", None, "arena_hard"
+            verdict = arena_verdict(self.prefer(match["q"], match["a"], match["b"]))
+            return f"My final verdict: [[{verdict}]]", None, "arena_hard"
         if self.rate is not None and (match := MT_TURN_2.search(text) or MT_SINGLE.search(text)):
             question = match["q"].split("\n\n### User:\n")[-1]  # turn 2: the last user question
             return f"Rating: [[{self.rate(question, match['a'])}]]", None, "mt_bench"
@@ -94,7 +96,8 @@ class ProgramJudge:
                 if judge.api_key is not None and self.headers.get("Authorization") != f"Bearer {judge.api_key}":
                     return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
                 if not self.path.endswith("/chat/completions"):
-                    return self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                    return self._send(404, {"error": {"message": f"no route {self.path}",
+                                                      "type": "invalid_request_error"}})
                 try:
                     content, logprobs, protocol = judge.answer(request.get("messages", []))
                 except ValueError as e:

@@ -75,7 +75,8 @@ def fetch_data(directory: str | Path) -> Path:
                     write_atomic(directory / name, response.read().decode())
             except OSError as e:
                 raise MTBenchError(f"cannot download MT-Bench's {name} from {DATA_URL + remote} ({e}). Put "
-                                   f"{', '.join(DATA_FILES)} (FastChat v0.2.36, fastchat/llm_judge/data) in {directory} "
+                                   f"{', '.join(DATA_FILES)} (FastChat v0.2.36, fastchat/llm_judge/data) in "
+                                   f"{directory} "
                                    "or pass --mt_bench_data DIR") from None
     return directory
 
@@ -155,7 +156,8 @@ def judge(work_dir: str | Path, data_dir: str | Path, model_id: str, judge: Judg
             run_logged("fschat gen_judgment", command, work / "gen_judgment.log", MTBenchError, cwd=work,
                        env=harness_env(judge), stdin=subprocess.PIPE)
         finally:
-            done = {(r["question_id"], r["turn"]) for r in _merge_judgments(bench, todo, name) if r["model"] == model_id}
+            done = {(r["question_id"], r["turn"]) for r in _merge_judgments(bench, todo, name)
+                    if r["model"] == model_id}
         failed = 2 * len(questions) - len(done)
         if failed:
             raise MTBenchError(f"{failed} of {2 * len(questions)} MT-Bench judgements failed (judge errors or no "

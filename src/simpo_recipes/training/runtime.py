@@ -106,10 +106,10 @@ def load_model(model_args: ModelArguments, args: TrainingArguments, lora_args: L
         trust_remote_code=model_args.trust_remote_code, attn_implementation=model_args.attn_implementation,
         dtype=dtype, quantization_config=quantization_config(lora_args, compute_dtype(args)),
     )
-    if args.gradient_checkpointing:
+    if args.activation_checkpointing:
         model.config.use_cache = False
     if lora_args.use_peft:
-        model = add_adapters(model, lora_args, args.gradient_checkpointing)
+        model = add_adapters(model, lora_args, args.activation_checkpointing)
     return model
 
 
