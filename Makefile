@@ -14,7 +14,7 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: help install test demo demo-data demo-model train plan demo-eval eval table bench clean
+.PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval eval table bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ train: $(VENV)/.installed  ## Run every stage of recipes/<MODEL>.yaml on every G
 
 plan: $(VENV)/.installed  ## Dry run of make train: each stage's model, data, hyperparameters, batch arithmetic
 	$(OFFLINE) $(PY) scripts/train.py recipes/$(MODEL).yaml --plan $(TRAIN_FLAGS)
+
+new-recipe: $(VENV)/.installed  ## Start recipes/<MODEL>.yaml for a new model: BASE_MODEL= (DATA=, SFT_DATA= optional)
+	$(PY) scripts/new_recipe.py $(MODEL) --model $(BASE_MODEL) $(if $(DATA),--data $(DATA)) \
+		$(if $(SFT_DATA),--sft_data $(SFT_DATA))
 
 demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \

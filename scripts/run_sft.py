@@ -8,6 +8,7 @@ from trl import SFTTrainer
 
 from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.data.examples import split_examples
 from simpo_recipes.data.loading import SFT_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_conversations
 from simpo_recipes.training.reporting import MetricsFileCallback
@@ -39,6 +40,7 @@ def main() -> None:
                                          name=f"{split} split", num_proc=data_args.preprocessing_num_workers)
             for split, ds in raw.items()
         }
+    logger.info("\n".join(split_examples(tokenizer, splits)))
 
     trainer = SFTTrainer(
         model=load_model(model_args, args, lora_args),

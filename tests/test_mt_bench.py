@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.evaluation import mt_bench
@@ -32,7 +33,7 @@ def fschat(tmp_path_factory):
     try:
         return mt_bench.fschat_python(cache)
     except mt_bench.MTBenchError as e:
-        pytest.skip(f"fschat's virtualenv cannot be built here: {e}")
+        unavailable(f"fschat's virtualenv cannot be built here: {e}")
 
 
 def test_turn_two_is_asked_with_turn_one_in_context():

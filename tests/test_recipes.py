@@ -1,6 +1,7 @@
 """The six paper recipes hold the paper's settings; launching, planning and overriding them."""
 import os
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,3 +198,61 @@ def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, 
     assert "effective gamma 1 (beta 4)" in out
     assert "world size 2 × per-device batch 2 × gradient accumulation 32 = global batch 128" in out
     assert "steps per epoch: 1 (16 local train rows before length checks)" in out
+
+
+def test_plan_without_a_gpu_plans_the_gpus_asked_for(capsys, monkeypatch):
+    """make plan MODEL=llama3-base NUM_GPUS=8 on a machine without GPUs."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    out = plan(capsys, monkeypatch, str(REPO / "recipes/llama3-base.yaml"), "--num_processes", "8")
+    assert "no GPU here: planning for 8 GPU(s) (NUM_GPUS=8)" in out and "4 GPU" not in out
+    assert "8 process(es) on GPU, DEEPSPEED" in out and "--use_cpu" not in out
+    assert "warmup_steps 0.1 (ratio: 10% of the steps)" in out
+    # no tokenizer here (hub, offline): the plan says so instead of rendering an example
+    assert "example:         not rendered here: the tokenizer of meta-llama/Meta-Llama-3-8B is neither" in out
+
+
+def new_recipe(root: Path, *argv: str) -> str:
+    for folder in ("recipes", "training_configs", "accelerate_configs"):
+        (root / folder).mkdir(exist_ok=True)
+    shutil.copy(REPO / "accelerate_configs/deepspeed_zero3.yaml", root / "accelerate_configs")
+    result = subprocess.run([sys.executable, str(REPO / "scripts/new_recipe.py"), *argv, "--root", str(root)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_new_recipe_carries_only_model_independent_settings(family_workspace, tmp_path, capsys, monkeypatch):
+    """make new-recipe MODEL=my-model BASE_MODEL=... DATA=..., then make plan: GPUs planned, the template
+    rendered on the data; a template that fails stops the plan, naming the training config."""
+    model, data = family_workspace / "models/mistral", family_workspace / "data/ultrafeedback"
+    new_recipe(tmp_path, "my-model", "--model", str(model), "--data", str(data))
+    recipe = load_recipe(tmp_path / "recipes/my-model.yaml")
+    assert (recipe.hardware, recipe.paper_results, recipe.published_sft, recipe.generation.stop) == (None, None,
+                                                                                                    None, [])
+    config = tmp_path / "training_configs/my-model-simpo.yaml"
+    model_args, data_args, args, _ = parse_config(STAGE_CONFIGS["simpo"], [str(config), *CPU])
+    assert (model_args.model_name_or_path, data_args.chat_template) == (str(model), None)  # the tokenizer's own
+    assert (args.total_batch_size, args.num_train_epochs, args.warmup_steps, args.seed) == (128, 1, 0.1, 42)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"))
+    assert "the recipe has no `hardware:` block: planning for 1 GPU" in out and "on GPU, DEEPSPEED" in out
+    assert "example, train split (scored tokens in [[ ]]):" in out
+    assert "</s>]]" in out  # Mistral's end of turn closes the scored response
+    config.write_text(config.read_text() + "chat_template: \"{{ raise_exception('System role not supported') }}\"\n")
+    with pytest.raises(SystemExit, match=r"my-model-simpo\.yaml: `chat_template` of the training config: .*"
+                                         r"TemplateError: System role not supported"):
+        plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"))
+    assert "exist(s)" in subprocess.run([sys.executable, str(REPO / "scripts/new_recipe.py"), "my-model", "--model",
+                                         "m", "--root", str(tmp_path)], capture_output=True, text=True).stderr
+
+
+def test_new_recipe_for_a_base_model_chains_sft_into_simpo(family_workspace, tmp_path, capsys, monkeypatch):
+    new_recipe(tmp_path, "my-base", "--model", str(family_workspace / "models/llama3"), "--data",
+               str(family_workspace / "data/ultrafeedback"), "--sft_data", str(family_workspace / "data/ultrachat"))
+    recipe = load_recipe(tmp_path / "recipes/my-base.yaml")
+    _, (_, simpo) = stage_commands(recipe)
+    assert [s.stage for s in recipe.stages] == ["sft", "simpo"] and "--model_name_or_path=outputs/my-base/sft" in simpo
+    # before SFT has run, the plan renders SimPO's example with the tokenizer SFT will save
+    out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-base.yaml"), "--num_processes", "4")
+    assert out.count("example, train split") == 2  # SFT, then SimPO
+    assert out.count("<|eot_id|>]]") >= 3  # the SFT turn, chosen and rejected

@@ -11,6 +11,7 @@ Rules that every path follows (the reference SimPO repo gets several of them wro
 """
 from __future__ import annotations
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 _PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
@@ -29,7 +30,12 @@ def render(tokenizer: PreTrainedTokenizerBase, messages: list[dict], add_generat
         raise ChatTemplateError(
             f"tokenizer {tokenizer.name_or_path!r} has no chat template: set `chat_template` in the config"
         )
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except TemplateError as e:  # a syntax error, an undefined name, or the template's own raise_exception
+        roles = [m.get("role") for m in messages]
+        raise ChatTemplateError(f"the chat template of {tokenizer.name_or_path!r} fails on a conversation with "
+                                f"roles {roles}: {type(e).__name__}: {e}") from None
 
 
 def wants_bos(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
@@ -78,17 +78,104 @@ def mixed_precision(args) -> str:
     return "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
 
 
-def _rows(data_args, columns: tuple[str, ...]) -> int | None:
-    """Train rows after the mixer's fractions, where every source is a local folder."""
+def plan_gpus(found: int, num_processes: int | None, num_machines: int, hardware) -> tuple[int, str | None]:
+    """GPUs per machine to plan for, and why, when this machine has none: the requested world size
+    (NUM_GPUS=), else the recipe's `hardware`, else one GPU. A plan describes the GPU run; only a CPU
+    accelerate config plans a CPU run."""
+    if found:
+        return found, None
+    if num_processes:
+        gpus = math.ceil(num_processes / num_machines)
+        return gpus, f"no GPU here: planning for {num_processes} GPU(s) (NUM_GPUS={num_processes})"
+    if hardware is not None:
+        return hardware.gpus, (f"no GPU here: planning for the recipe's hardware, {hardware.gpus} GPU(s) per machine "
+                               "(NUM_GPUS= changes it)")
+    return 1, "no GPU here and the recipe has no `hardware:` block: planning for 1 GPU (NUM_GPUS=N plans for N)"
+
+
+def _local_mixture(data_args, columns: tuple[str, ...], seed: int) -> dict | None:
+    """The splits after the mixer's fractions, where every source is a local folder (None: hub data)."""
     if not all(Path(source).expanduser().is_dir() for source in data_args.dataset_mixer):
         return None
     from simpo_recipes.data.loading import load_mixture
 
-    return len(load_mixture(data_args.dataset_mixer, data_args.dataset_splits, columns, seed=0)["train"])
+    return load_mixture(data_args.dataset_mixer, data_args.dataset_splits, columns, seed=seed)
 
 
-def describe_stage(configs: tuple, topology: Topology, command: list[str]) -> list[str]:
-    """The plan of one stage: model, data, hyperparameters, margin, batch arithmetic, steps."""
+def _shown(name: str, value) -> str:
+    if name == "warmup_steps" and 0 < value < 1:  # transformers 5 reads warmup_steps < 1 as a ratio
+        return f"warmup_steps {value:g} (ratio: {value:.0%} of the steps)"
+    return f"{name} {value}"
+
+
+# Rendered when the data is on the hub: the template still meets a conversation before any GPU time.
+PROBE_ROWS = {"preference": {"prompt": "What is 2 + 2?", "chosen": "2 + 2 = 4.", "rejected": "5"},
+              "sft": {"messages": [{"role": "user", "content": "What is 2 + 2?"},
+                                   {"role": "assistant", "content": "2 + 2 = 4."}]}}
+EXAMPLE_ROWS = 16  # rows of each split tokenized for the example (the first that fits is shown)
+
+
+def chained_tokenizer(model_args, data_args, previous: tuple | None) -> tuple:
+    """(model_args, data_args) that load a stage's tokenizer: its model's own, or, while the previous
+    stage has not saved that model yet, the previous stage's tokenizer with this stage's chat_template
+    on top (what the previous stage will save)."""
+    if previous is None or model_args.tokenizer_name_or_path or Path(model_args.model_name_or_path).is_dir():
+        return model_args, data_args
+    previous_model, previous_data = previous
+    return (replace(model_args, model_name_or_path=previous_model.model_name_or_path,
+                    tokenizer_name_or_path=previous_model.tokenizer_name_or_path),
+            replace(data_args, chat_template=data_args.chat_template or previous_data.chat_template))
+
+
+def stage_examples(configs: tuple, mixture: dict | None, config_path: str, tokenizer_args: tuple) -> list[str]:
+    """One rendered example per split with the stage's tokenizer and chat template (`tokenizer_args`:
+    see chained_tokenizer), so a template that fails (or a missing one) stops `make plan`, naming the
+    stage's training config."""
+    from datasets import Dataset, disable_progress_bars
+
+    from simpo_recipes.data.chat import ChatTemplateError
+    from simpo_recipes.data.examples import split_examples
+    from simpo_recipes.data.loading import DataError
+    from simpo_recipes.data.preprocess import prepare_conversations, prepare_preferences
+    from simpo_recipes.training.runtime import load_tokenizer
+
+    args = configs[2]
+    model_args, data_args = tokenizer_args
+    try:
+        tokenizer = load_tokenizer(model_args, data_args)
+    except ChatTemplateError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
+    except ConfigError:  # a hub model that is not in the cache: the stage renders it when it starts
+        name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+        return [f"  example:         not rendered here: the tokenizer of {name} is neither a local folder nor in "
+                "the Hugging Face cache (the stage prints one when it starts)"]
+    preference = hasattr(args, "beta")
+    if mixture is None:
+        splits, note = {"probe": Dataset.from_list([PROBE_ROWS["preference" if preference else "sft"]])}, \
+            " (a made-up row: the data is on the hub)"
+    else:
+        splits, note = {split: ds.select(range(min(EXAMPLE_ROWS, len(ds)))) for split, ds in mixture.items()}, ""
+    disable_progress_bars()
+    lines = []
+    for split, rows in splits.items():
+        name = f"the first {len(rows)} rows of the {split} split"
+        try:
+            tokenized = (prepare_preferences(rows, tokenizer, args.max_length, args.max_prompt_length, 1.0, name)
+                         if preference else prepare_conversations(rows, tokenizer, args.max_length, 1.0, name))
+        except ChatTemplateError as e:
+            raise ConfigError(f"{config_path}: {e}") from None
+        except DataError:
+            lines.append(f"  example:         none of {name} is kept (see the drop counts above)")
+            continue
+        lines += ["  " + line for line in split_examples(tokenizer, {split: tokenized}, note)]
+    return lines
+
+
+def describe_stage(configs: tuple, topology: Topology, command: list[str], config_path: str,
+                   tokenizer_args: tuple | None = None) -> list[str]:
+    """The plan of one stage: model, data, hyperparameters, margin, batch arithmetic, steps, and one
+    rendered example per split (template errors name `config_path`, the stage's training config;
+    `tokenizer_args`: see chained_tokenizer, default the stage's own)."""
     from simpo_recipes.config.arguments import batch_arithmetic, planned_batch
     from simpo_recipes.data.loading import PREFERENCE_COLUMNS, SFT_COLUMNS
 
@@ -100,16 +187,16 @@ def describe_stage(configs: tuple, topology: Topology, command: list[str]) -> li
     mixer = ", ".join(f"{source} ({fraction:g})" for source, fraction in data_args.dataset_mixer.items())
     lines = [f"  model:           {model_args.model_name_or_path}",
              f"  data:            {mixer}; splits {', '.join(data_args.dataset_splits)}",
-             "  hyperparameters: " + ", ".join(f"{k} {v}" for k, v in values.items() if v is not None)]
+             "  hyperparameters: " + ", ".join(_shown(k, v) for k, v in values.items() if v is not None)]
     if hasattr(args, "effective_gamma"):
         lines.append(f"  margin:          effective gamma {args.effective_gamma:.4g} (beta {args.beta:g})")
     lines.append(f"  batch:           {batch_arithmetic(args, topology.num_processes)}")
-    rows = _rows(data_args, PREFERENCE_COLUMNS if hasattr(args, "beta") else SFT_COLUMNS)
-    if rows is None:
+    mixture = _local_mixture(data_args, PREFERENCE_COLUMNS if hasattr(args, "beta") else SFT_COLUMNS, args.seed)
+    if mixture is None:
         lines.append("  steps per epoch: counted at run time (hub data)")
     else:
-        total = planned_batch(args, topology.num_processes)[2]
+        rows, total = len(mixture["train"]), planned_batch(args, topology.num_processes)[2]
         lines.append(f"  steps per epoch: {math.ceil(rows / total)} ({rows} local train rows before length checks)")
     lines.append(f"  output:          {args.output_dir}")
     lines.append(f"  launch:          accelerate launch {' '.join(command[3:])}")
-    return lines
+    return lines + stage_examples(configs, mixture, config_path, tokenizer_args or configs[:2])

@@ -87,7 +87,12 @@ def load_tokenizer(model_args: ModelArguments, data_args: DataArguments) -> PreT
         tokenizer.chat_template = data_args.chat_template
     if tokenizer.pad_token is None:  # padding is masked everywhere, so any id will do
         tokenizer.pad_token = tokenizer.eos_token
-    check_template(tokenizer)
+    try:
+        check_template(tokenizer)
+    except ChatTemplateError as e:
+        where = ("`chat_template` of the training config" if data_args.chat_template is not None else
+                 "the tokenizer's own chat template (tokenizer_config.json or chat_template.jinja)")
+        raise ChatTemplateError(f"{where}: {e}") from None
     return tokenizer
 
 
