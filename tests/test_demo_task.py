@@ -144,6 +144,23 @@ def test_win_rate_and_table(tmp_path):
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_results_figure_reads_on_its_own():
+    """Title, values on the bars, 0% visible and labelled, a task not judged marked n/a."""
+    records, generations = hand_made()
+    summary = demo_eval.summarize(records, generations)
+    summary["models"]["other"]["task_accuracy"]["max"] = 0.0
+    del summary["models"]["other"]["task_accuracy"]["sort"]
+    ax = demo_eval.figure(summary).axes[0]
+    assert ax.get_title() == "Demo: accuracy on 4 held-out prompts" and ax.get_ylabel()
+    labels = [t.get_text() for t in ax.texts]
+    assert labels[:4] == ["25%", "0%", "0%", "50%"]  # sft: overall, max, reverse, sort
+    assert labels[-4:] == ["50%", "0%", "0%", "n/a"]  # other
+    zero, missing = ax.containers[2][1], ax.containers[2][3]  # other's "max" (0%) and "sort" (not judged)
+    assert 0 < zero.get_height() < 0.01 and zero.get_visible() and not missing.get_visible()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["sft", "simpo (win rate vs sft: 75%)", "other (win rate vs sft: 62%)"]
+
+
 def test_evaluate_writes_results_and_reuses_generations(tmp_path):
     records, _ = hand_made()
     model = build_tiny_model("llama3", tmp_path / "model", ["x", "1 2 3", "9"] * 30, vocab_size=280, hidden_size=16)

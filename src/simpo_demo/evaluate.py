@@ -80,25 +80,45 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
-def plot(summary: dict, path: str | Path) -> None:
-    """Grouped bars: overall and per-task accuracy of each model."""
+def figure(summary: dict):
+    """Grouped bars: overall and per-task accuracy of each model, each bar labelled with its value
+    (a 0% bar gets a visible stub and its label), a task a model was not judged on marked n/a."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = summary["models"]
+    models, baseline = summary["models"], summary["baseline"]
     groups = ["overall", *sorted({t for m in models.values() for t in m["task_accuracy"]})]
     width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(groups), 3.6))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(groups), 4.2))
     for k, (name, m) in enumerate(models.items()):
-        values = [m["accuracy"], *(m["task_accuracy"].get(g, 0.0) for g in groups[1:])]
-        ax.bar([i + k * width for i in range(len(groups))], values, width, label=name)
+        values = [m["accuracy"], *(m["task_accuracy"].get(g) for g in groups[1:])]
+        xs = [i + k * width for i in range(len(groups))]
+        win = m["win_rate_vs_baseline"]
+        label = name if win is None else f"{name} (win rate vs {baseline}: {win:.0%})"
+        bars = ax.bar(xs, [0.006 if v == 0 else v or 0 for v in values], width, label=label)
+        for x, v, bar in zip(xs, values, bars):
+            ax.annotate("n/a" if v is None else f"{v:.0%}", (x, v or 0), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=8, color="gray" if v is None else "black")
+            if v is None:
+                bar.set_visible(False)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy on held-out prompts")
-    ax.legend()
+    ax.set_ylim(0, 1.12)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_ylabel("accuracy (program judge)")
+    ax.set_xlabel("task")
+    ax.set_title(f"Demo: accuracy on {summary['n_prompts']} held-out prompts")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def plot(summary: dict, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(summary)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
 from transformers import TrainerCallback
 
 from simpo_recipes.files import read_jsonl
 
-PLOTTED = ("loss", "rewards/margins", "rewards/accuracies")
+# panel title -> (logged series, y label); a panel is drawn when the run logged one of its series
+PANELS = {
+    "loss": (("loss",), "loss"),
+    "reward margin": (("rewards/margins",), "β·(ℓ_w − ℓ_l), mean over pairs"),
+    "reward accuracy": (("rewards/accuracies",), "fraction of pairs with ℓ_w > ℓ_l"),
+    "mean log-prob per token": (("logps/chosen", "logps/rejected"), "ℓ = log π(y|x) / |y|"),
+}
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -39,28 +46,48 @@ def read_metrics(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
-def plot_metrics(metrics_path: Path, png_path: Path) -> Path | None:
-    """One panel per plotted metric that the run logged (train, and eval where present)."""
+def curves_figure(lines: list[dict], title: str):
+    """One panel per logged quantity (two per row): train as lines, held-out eval as dashed lines with
+    markers, each series' last value in its legend. None when nothing plottable was logged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = read_metrics(metrics_path)
-    names = [n for n in PLOTTED if any(n in line for line in lines)]
-    if not names:
+    panels = {name: spec for name, spec in PANELS.items() if any(key in line for key in spec[0] for line in lines)}
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for key, label in ((name, "train"), ("eval_" + name, "eval")):
-            points = [(line["step"], line[key]) for line in lines if key in line]
-            if points:
-                ax.plot(*zip(*points), marker="o" if label == "eval" else None, label=label)
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 3.6 * rows + 0.6), squeeze=False)
+    for ax, (name, (keys, ylabel)) in zip(axes.flat, panels.items()):
+        for color, key in enumerate(keys):
+            for split, prefix, style in (("train", "", {}), ("eval", "eval_", {"marker": "o", "linestyle": "--"})):
+                points = [(line["step"], line[prefix + key]) for line in lines if prefix + key in line]
+                if points:
+                    what = f"{split} {key.split('/')[-1]}" if len(keys) > 1 else split
+                    ax.plot(*zip(*points), color=f"C{color}", label=f"{what} (last {points[-1][1]:.3g})", **style)
         ax.set_title(name)
         ax.set_xlabel("optimizer step")
-        ax.legend()
-    fig.suptitle(metrics_path.parent.name)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics(metrics_path: Path, png_path: Path) -> Path | None:
+    """training_curves.png of a run folder, titled with the folder (and the starting model)."""
+    import matplotlib.pyplot as plt
+
+    config = metrics_path.with_name("run_config.yaml")
+    start = yaml.safe_load(config.read_text()).get("model_name_or_path") if config.exists() else None
+    title = f"Training curves of {metrics_path.parent}" + (f" (from {start})" if start else "")
+    fig = curves_figure(read_metrics(metrics_path), title)
+    if fig is None:
+        return None
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
