@@ -28,6 +28,7 @@ from simpo_recipes.pipeline.launch import (
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
 from simpo_recipes.training.lora import check_quantization
 from simpo_recipes.training.runtime import run_cli
+from simpo_recipes.training.tracking import check_report_to
 
 
 def main() -> None:
@@ -66,6 +67,7 @@ def main() -> None:
         # validate here, before any stage starts; a GPU-less machine can only validate bf16 as CPU
         check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
         configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
+        check_report_to(configs[2].report_to)
         if not args.plan:
             check_quantization(configs[3], topology.use_cpu)
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])

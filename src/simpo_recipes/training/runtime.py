@@ -33,6 +33,7 @@ from simpo_recipes.training.lora import (
     quantization_config,
     save_merged,
 )
+from simpo_recipes.training.tracking import check_report_to
 
 logger = logging.getLogger("simpo_recipes")
 
@@ -57,6 +58,7 @@ def announce(configs: tuple, args: TrainingArguments) -> None:
     """Check the launch fits this machine, print the batch arithmetic and save the resolved config
     beside the run's outputs."""
     check_fsdp(os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true", use_cpu(args))
+    check_report_to(args.report_to)
     for lora_args in (c for c in configs if isinstance(c, LoraArguments)):
         check_quantization(lora_args, use_cpu(args))
     logger.info(batch_arithmetic(args))
