@@ -22,6 +22,7 @@ from simpo_recipes.evaluation import alpacaeval, arena_hard, mt_bench, results
 from simpo_recipes.evaluation.generation import BACKENDS, from_recipe, generate
 from simpo_recipes.evaluation.judge import JudgeError, judge_from_env
 from simpo_recipes.pipeline.recipes import load_recipe, stage_output_dir
+from simpo_recipes.training.model_card import add_evaluation
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")
 ERRORS = (ConfigError, JudgeError, alpacaeval.AlpacaEvalError, arena_hard.ArenaHardError, mt_bench.MTBenchError)
@@ -114,8 +115,9 @@ def main() -> None:
             failed.append(benchmark)
             continue
         entry["generation"] = asdict(settings[benchmark])
-        results.update(out / "results.json", benchmark, entry, name=args.name, recipe=recipe.name,
-                       model_path=str(args.model_path))
+        saved = results.update(out / "results.json", benchmark, entry, name=args.name, recipe=recipe.name,
+                               model_path=str(args.model_path))
+        add_evaluation(args.model_path, saved)  # the model card's evaluation section and Hub model-index
         print(f"[{args.name}] {benchmark}: " + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "generation"))
     if len(failed) < len(args.benchmarks):
         print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")

@@ -11,6 +11,7 @@ from simpo_recipes.data.examples import split_examples
 from simpo_recipes.data.loading import PREFERENCE_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_preferences
 from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.diagnostics import LogProbTrendCallback, add_kl_eval
 from simpo_recipes.training.reporting import MetricsFileCallback
 from simpo_recipes.training.runtime import (
     announce,
@@ -53,8 +54,11 @@ def main() -> None:
         eval_dataset=splits.get("test"),
         data_collator=PairCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[MetricsFileCallback(args.output_dir)],
+        callbacks=[LogProbTrendCallback(args.likelihood_drop_warning, args.learning_rate),  # before the file
+                   MetricsFileCallback(args.output_dir)],
     )
+    add_kl_eval(trainer, model_args.model_name_or_path, splits.get("test"), args.kl_eval_prompts,
+                args.kl_max_new_tokens)
     trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     if splits.get("test") is not None and args.eval_strategy != "no":
         trainer.evaluate()

@@ -6,11 +6,15 @@ import secrets
 
 import pytest
 from conftest import REPO_ROOT, run_make
+from huggingface_hub import ModelCard
 from test_alpaca_eval import prefer, reference_rows
 from test_mt_bench import rate
 
 from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.config.arguments import STAGE_CONFIGS
+from simpo_recipes.config.parsing import parse_config, to_yaml
 from simpo_recipes.evaluation.local_judge import ProgramJudge
+from simpo_recipes.training.model_card import write_model_card
 
 
 @pytest.mark.slow
@@ -18,7 +22,11 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     key = secrets.token_hex(16)
     references = reference_rows()
     texts = [r["instruction"] for r in references] * 20
-    build_tiny_model("llama3", repo_copy / "outputs/tiny/simpo", texts, vocab_size=300, hidden_size=32)
+    model = build_tiny_model("llama3", repo_copy / "outputs/tiny/simpo", texts, vocab_size=300, hidden_size=32)
+    configs = parse_config(STAGE_CONFIGS["simpo"], [str(REPO_ROOT / "training_configs/tiny-simpo.yaml")])
+    (model / "run_config.yaml").write_text(to_yaml(configs))
+    (model / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    write_model_card(model, global_batch=32)  # as a finished stage leaves it
     reference_file = tmp_path_factory.mktemp("ref") / "reference.json"
     reference_file.write_text(json.dumps(references))
     args = (f"--benchmarks alpaca_eval mt_bench --reference_outputs {reference_file} "
@@ -36,6 +44,10 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     assert alpaca["win_rate"] == pytest.approx(100 * sum(wins) / len(wins), abs=1e-6)
     assert alpaca["generation"]["max_new_tokens"] == 8 and alpaca["generation"]["temperature"] == 0.0
     assert saved["benchmarks"]["mt_bench"]["judge"] == "gpt-4" and 1 <= saved["benchmarks"]["mt_bench"]["score"] <= 10
+    card = ModelCard.load(repo_copy / "outputs/tiny/simpo/README.md")  # the card now holds the results
+    assert {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results} == {
+        ("AlpacaEval 2", "win_rate"): alpaca["win_rate"],
+        ("MT-Bench", "score"): saved["benchmarks"]["mt_bench"]["score"]}
 
     table = run_make(repo_copy, "table")
     assert table.returncode == 0, table.stdout[-2000:] + table.stderr[-2000:]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from simpo_demo.task import write_demo_data
@@ -50,10 +51,14 @@ def test_tiny_recipe_runs_sft_then_simpo(workspace):
         assert AutoTokenizer.from_pretrained(out).chat_template == base_template
         AutoModelForCausalLM.from_pretrained(out)
         assert (out / "training_curves.png").stat().st_size > 0
+        card = ModelCard.load(out / "README.md")  # ours, not TRL's placeholder
+        assert "simpo-recipes" in card.data.tags and "| global batch | 8 " in card.text
+    assert "| objective | simpo: beta 2.5, gamma_beta_ratio 0.5" in (simpo / "README.md").read_text()
     metrics = read_metrics(simpo / "metrics.jsonl")
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3]
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
-                "logps/rejected", "lengths/chosen", "lengths/rejected", "gamma"):
+                "logps/rejected", "lengths/chosen", "lengths/rejected", "gamma", "logps/chosen_change",
+                "logps/rejected_change"):
         assert key in metrics[0], key
     assert "loss" in read_metrics(sft / "metrics.jsonl")[0]
 

@@ -142,6 +142,16 @@ class SimPOConfig(TrainingArguments):
     prefix_sharing: bool = field(
         default=True, metadata={"help": "Compute each pair's prompt once; chosen and rejected both attend to it."}
     )
+    # Diagnostics (training/diagnostics.py)
+    likelihood_drop_warning: float | None = field(
+        default=0.5, metadata={"help": "Warn once when the chosen responses' mean log-prob has fallen this far "
+                                       "(nats per token) below its first logged value; null: never."}
+    )
+    kl_eval_prompts: int = field(
+        default=0, metadata={"help": "At each evaluation, KL to the starting model on answers sampled for this "
+                                     "many held-out prompts (eval_kl_to_start); 0: off."}
+    )
+    kl_max_new_tokens: int = field(default=256, metadata={"help": "Longest sampled answer for kl_eval_prompts."})
 
     @property
     def effective_gamma(self) -> float:
@@ -169,6 +179,11 @@ class SimPOConfig(TrainingArguments):
         if self.lm_head_chunk_size == 0 and (self.padding_free or self.prefix_sharing):
             raise ConfigError("padding_free and prefix_sharing score tokens with the chunked LM head: set "
                               "lm_head_chunk_size > 0, or set both to false for the reference path")
+        if self.likelihood_drop_warning is not None and not self.likelihood_drop_warning > 0:
+            raise ConfigError(f"likelihood_drop_warning = {self.likelihood_drop_warning}: must be > 0 (null: off)")
+        if self.kl_eval_prompts < 0 or self.kl_max_new_tokens <= 0:
+            raise ConfigError(f"kl_eval_prompts = {self.kl_eval_prompts} must be >= 0 and kl_max_new_tokens = "
+                              f"{self.kl_max_new_tokens} > 0")
         if not 0 < self.max_prompt_length < self.max_length:
             raise ConfigError(
                 f"max_prompt_length = {self.max_prompt_length} must be > 0 and < max_length = {self.max_length}"

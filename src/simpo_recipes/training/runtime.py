@@ -22,6 +22,7 @@ from simpo_recipes.config.arguments import (
     LoraArguments,
     ModelArguments,
     batch_arithmetic,
+    planned_batch,
 )
 from simpo_recipes.config.parsing import to_yaml
 from simpo_recipes.data.chat import ChatTemplateError, check_template
@@ -33,6 +34,7 @@ from simpo_recipes.training.lora import (
     quantization_config,
     save_merged,
 )
+from simpo_recipes.training.model_card import write_model_card
 from simpo_recipes.training.tracking import check_report_to
 
 logger = logging.getLogger("simpo_recipes")
@@ -131,7 +133,11 @@ def resume_checkpoint(args: TrainingArguments) -> str | None:
 
 
 def save_final(trainer: transformers.Trainer, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Model + tokenizer (chat template included), loadable with the Auto classes."""
+    """Model + tokenizer (chat template included), loadable with the Auto classes, and the model card."""
+    if trainer.is_world_process_zero():
+        write_model_card(trainer.args.output_dir, planned_batch(trainer.args)[2])
+    # with push_to_hub, Trainer.push_to_hub writes TRL's / transformers' card over ours before uploading
+    trainer.create_model_card = lambda *args, **kwargs: None
     if hasattr(trainer.model, "peft_config"):
         save_merged(trainer, compute_dtype(trainer.args))
     else:
