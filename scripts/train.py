@@ -12,6 +12,7 @@ stage's config is validated before the first one starts. Multi-node: scripts/slu
 import argparse
 import subprocess
 import sys
+import time
 
 import torch
 
@@ -26,6 +27,7 @@ from simpo_recipes.pipeline.launch import (
     plan_gpus,
 )
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
+from simpo_recipes.pipeline.summary import run_summary
 from simpo_recipes.training.lora import check_quantization
 from simpo_recipes.training.runtime import run_cli
 from simpo_recipes.training.tracking import check_report_to
@@ -60,7 +62,7 @@ def main() -> None:
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
     stages = stage_commands(recipe, overrides, args.from_sft)
-    launches, tokenizer_args = [], None
+    launches, outputs, tokenizer_args = [], [], None
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         if topology.use_cpu:
             stage_args.append("--use_cpu=true")
@@ -71,16 +73,22 @@ def main() -> None:
         if not args.plan:
             check_quantization(configs[3], topology.use_cpu)
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])
+        outputs.append(configs[2].output_dir)
         print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {' '.join(stage_args)}", flush=True)
         if args.plan:
             tokenizer_args = chained_tokenizer(*configs[:2], tokenizer_args)
             print("\n".join(describe_stage(configs, topology, launches[-1], stage.config, tokenizer_args)), flush=True)
     if args.plan:
         return
+    finished = []
     for i, command in enumerate(launches, start=1):
         print(f"[{recipe.name}] launching stage {i}/{len(launches)}: {' '.join(command)}", flush=True)
+        start = time.monotonic()
         if subprocess.run(command).returncode != 0:
             sys.exit(f"[{recipe.name}] stage {i} failed; rerun the same command to resume from its last checkpoint")
+        label = f"stage {i}/{len(launches)} ({stages[i - 1][0].stage})"
+        finished.append((label, time.monotonic() - start, outputs[i - 1]))
+    print(run_summary(recipe.name, finished), flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def test_tiny_recipe_runs_sft_then_simpo(workspace):
                "--save_strategy=no", *SMALL], cwd=workspace)
     assert "world size 1 × per-device batch 4 × gradient accumulation 2 = global batch 8" in log
     assert "effective gamma 1.25 (gamma_beta_ratio × beta)" in log
+    # the closing summary: each stage's time, final metrics and files
+    summary = log[log.index("[tiny] done in"):]
+    assert "  stage 1/2 (sft): " in summary and "  stage 2/2 (simpo): " in summary
+    assert "    model     outputs/tiny/simpo\n" in summary and "    train     loss " in summary
+    assert "rewards/accuracies" in summary.split("stage 2/2")[1]
     sft, simpo = workspace / "outputs/tiny/sft", workspace / "outputs/tiny/simpo"
     # the SimPO stage started from the SFT stage's output
     assert yaml.safe_load((simpo / "run_config.yaml").read_text())["model_name_or_path"] == "outputs/tiny/sft"

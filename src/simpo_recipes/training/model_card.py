@@ -9,12 +9,11 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from simpo_recipes.training.reporting import read_metrics
+from simpo_recipes.training.reporting import FINAL_METRICS, final_metrics, read_metrics
 
 TAG = "simpo-recipes"  # marks a card this repository wrote (make eval updates only those)
 # keys of a preference stage's resolved config that define its objective (when present and set)
 PREFERENCE_KEYS = ("beta", "gamma_beta_ratio", "gamma", "loss_type", "label_smoothing", "sft_weight")
-FINAL_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
 # benchmark in results.json -> (Hub dataset id, display name)
 BENCHMARKS = {"alpaca_eval": ("tatsu-lab/alpaca_eval", "AlpacaEval 2"),
               "arena_hard": ("lmarena-ai/arena-hard-auto-v0.1", "Arena-Hard v0.1"),
@@ -46,11 +45,6 @@ def _hub_ancestor(model: str) -> str | None:
     return ModelCard.load(card).data.base_model if card.exists() else None
 
 
-def _final(lines: list[dict], prefix: str) -> dict[str, float]:
-    """The last logged value of each final metric (train: prefix "", held-out: "eval_")."""
-    return {k: line[prefix + k] for line in lines for k in FINAL_METRICS if prefix + k in line}
-
-
 def _format(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -67,7 +61,7 @@ def render(output_dir: Path, global_batch: int) -> ModelCard:
                          tags=[name, TAG, "trl" if name == "sft" else "preference-optimization"],
                          model_name=output_dir.name)
     warmup = config.get("warmup_steps") or 0
-    train, held_out = _final(lines, ""), _final(lines, "eval_")
+    train, held_out = final_metrics(lines, ""), final_metrics(lines, "eval_")
     steps = max((line["step"] for line in lines), default=0)
     rows = [
         ("objective", f"{name}" + (": " + ", ".join(f"{k} {_format(v)}" for k, v in hyperparameters.items())

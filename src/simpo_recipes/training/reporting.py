@@ -46,6 +46,14 @@ def read_metrics(path: Path) -> list[dict]:
     return read_jsonl(path) if path.exists() else []
 
 
+FINAL_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")
+
+
+def final_metrics(lines: list[dict], prefix: str) -> dict[str, float]:
+    """The last logged value of each of FINAL_METRICS (train: prefix "", held-out: "eval_")."""
+    return {k: line[prefix + k] for line in lines for k in FINAL_METRICS if prefix + k in line}
+
+
 def curves_figure(lines: list[dict], title: str):
     """One panel per logged quantity (two per row): train as lines, held-out eval as dashed lines with
     markers, each series' last value in its legend. None when nothing plottable was logged."""
