@@ -54,6 +54,10 @@ new-recipe: $(VENV)/.installed  ## Start recipes/<MODEL>.yaml for a new model: B
 	$(PY) scripts/new_recipe.py $(MODEL) --model $(BASE_MODEL) $(if $(DATA),--data $(DATA)) \
 		$(if $(SFT_DATA),--sft_data $(SFT_DATA))
 
+SWEEP_ARGS ?=
+sweep: $(VENV)/.installed  ## Tune recipes/<MODEL>.yaml: learning rate, then gamma/beta, then beta -> outputs/sweeps/<MODEL>/
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/sweep.py recipes/$(MODEL).yaml $(SWEEP_ARGS) $(TRAIN_FLAGS)
+
 demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval

@@ -14,23 +14,10 @@ import subprocess
 import sys
 import time
 
-import torch
-
-from simpo_recipes.config.arguments import STAGE_CONFIGS
-from simpo_recipes.config.parsing import parse_config, read_yaml
-from simpo_recipes.pipeline.launch import (
-    chained_tokenizer,
-    describe_stage,
-    detect_topology,
-    launch_command,
-    mixed_precision,
-    plan_gpus,
-)
+from simpo_recipes.pipeline.launch import chained_tokenizer, describe_stage, prepare_stage, recipe_topology
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
 from simpo_recipes.pipeline.summary import run_summary
-from simpo_recipes.training.lora import check_quantization
 from simpo_recipes.training.runtime import run_cli
-from simpo_recipes.training.tracking import check_report_to
 
 
 def main() -> None:
@@ -50,31 +37,22 @@ def main() -> None:
     args, overrides = parser.parse_known_args()  # the rest: --key=value for the stages
 
     recipe = load_recipe(args.recipe)
-    gpus = torch.cuda.device_count()
-    if args.plan and not read_yaml(args.accelerate_config or recipe.accelerate_config).get("use_cpu"):
-        gpus, note = plan_gpus(gpus, args.num_processes, args.num_machines, recipe.hardware)
-        if note:
-            print(f"[{recipe.name}] {note}")
-    topology = detect_topology(args.accelerate_config or recipe.accelerate_config, args.num_processes, gpus,
-                               num_machines=args.num_machines, machine_rank=args.machine_rank,
-                               main_process_ip=args.main_process_ip, main_process_port=args.main_process_port)
+    topology, note = recipe_topology(recipe, args.accelerate_config, args.num_processes, args.plan,
+                                     num_machines=args.num_machines, machine_rank=args.machine_rank,
+                                     main_process_ip=args.main_process_ip, main_process_port=args.main_process_port)
+    if note:
+        print(f"[{recipe.name}] {note}")
     print(f"[{recipe.name}] {topology.num_processes} process(es) on {'CPU' if topology.use_cpu else 'GPU'}, "
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
     stages = stage_commands(recipe, overrides, args.from_sft)
     launches, outputs, tokenizer_args = [], [], None
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
-        if topology.use_cpu:
-            stage_args.append("--use_cpu=true")
-        # validate here, before any stage starts; a GPU-less machine can only validate bf16 as CPU
-        check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
-        configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
-        check_report_to(configs[2].report_to)
-        if not args.plan:
-            check_quantization(configs[3], topology.use_cpu)
-        launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])
+        configs, command = prepare_stage(stage, script, stage_args, topology, args.plan)  # all before any runs
+        launches.append(command)
         outputs.append(configs[2].output_dir)
-        print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {' '.join(stage_args)}", flush=True)
+        shown = " ".join(command[command.index(script) + 1:])
+        print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {shown}", flush=True)
         if args.plan:
             tokenizer_args = chained_tokenizer(*configs[:2], tokenizer_args)
             print("\n".join(describe_stage(configs, topology, launches[-1], stage.config, tokenizer_args)), flush=True)

@@ -62,6 +62,39 @@ def detect_topology(accelerate_config: str, num_processes: int | None, gpus: int
     return Topology(accelerate_config, world, use_cpu, distributed, **multi_node)
 
 
+def recipe_topology(recipe, accelerate_config: str | None, num_processes: int | None, plan: bool,
+                    **multi_node) -> tuple[Topology, str | None]:
+    """The topology a recipe runs on here (every GPU found), or, for a plan on a machine without GPUs,
+    the one it would run on (plan_gpus); and the note saying which."""
+    import torch
+
+    config = accelerate_config or recipe.accelerate_config
+    gpus, note = torch.cuda.device_count(), None
+    if plan and not read_yaml(config).get("use_cpu"):
+        gpus, note = plan_gpus(gpus, num_processes, multi_node.get("num_machines", 1), recipe.hardware)
+    return detect_topology(config, num_processes, gpus, **multi_node), note
+
+
+def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology, plan: bool = False) -> tuple:
+    """(configs, accelerate launch command) of one stage, validated before any stage starts: its
+    config, what it reports to, and (when it will run here) quantization on this hardware."""
+    import torch
+
+    from simpo_recipes.config.arguments import STAGE_CONFIGS
+    from simpo_recipes.config.parsing import parse_config
+    from simpo_recipes.training.lora import check_quantization
+    from simpo_recipes.training.tracking import check_report_to
+
+    stage_args = stage_args + (["--use_cpu=true"] if topology.use_cpu else [])
+    # a GPU-less machine can only validate bf16 as CPU
+    check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
+    configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
+    check_report_to(configs[2].report_to)
+    if not plan:
+        check_quantization(configs[3], topology.use_cpu)
+    return configs, launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args]
+
+
 def launch_command(topology: Topology, mixed_precision: str) -> list[str]:
     """`accelerate launch` with the topology; the precision follows the stage's bf16/fp16, since
     DeepSpeed refuses a config whose precision differs from the training arguments'."""

@@ -71,7 +71,37 @@ class Hardware:
             raise ConfigError(f"hardware: gpus and gpu_memory_gb must be ≥ 1, got {self.gpus}, {self.gpu_memory_gb}")
 
 
-NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware}
+# The authors' order and the paper's grids (appendix; /work/shared/PAPER.md): learning rate first, then
+# the margin as γ/β (the paper's γ grid {0.3, 0.5, 1.0, 1.2, 1.4, 1.6} at its β = 2), then β.
+PAPER_GRID = {"learning_rate": [3e-7, 5e-7, 6e-7, 1e-6], "gamma_beta_ratio": [0.15, 0.25, 0.5, 0.6, 0.7, 0.8],
+              "beta": [2.0, 2.5, 10.0]}
+
+
+@dataclass
+class Sweep:
+    """A recipe's tuning grid for `make sweep` (default: PAPER_GRID in the authors' order)."""
+
+    grid: dict[str, list] = field(default_factory=lambda: dict(PAPER_GRID), metadata={
+        "help": "{config key: values}, in tuning order (sequential search tunes one key after another)."})
+    search: str = field(default="sequential", metadata={
+        "help": "sequential: each key in turn, the best value kept (the authors' way); grid: every combination."})
+    metrics: list[str] = field(default_factory=lambda: ["eval_rewards/accuracies", "eval_loss"], metadata={
+        "help": "Final logged values shown; the first chooses (higher is better, lower for names with 'loss'; "
+                "NAME:min or NAME:max to say)."})
+
+    def __post_init__(self) -> None:
+        if self.search not in ("sequential", "grid"):
+            raise ConfigError(f"sweep: search = {self.search!r}: choose sequential or grid")
+        if not isinstance(self.grid, dict) or not self.grid:
+            raise ConfigError("sweep: grid must be a mapping {config key: [values]}")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values or len(set(map(str, values))) != len(values):
+                raise ConfigError(f"sweep: grid[{key!r}] = {values!r} must be a non-empty list of distinct values")
+        if not self.metrics or not all(isinstance(m, str) and m for m in self.metrics):
+            raise ConfigError(f"sweep: metrics = {self.metrics!r} must be a non-empty list of names")
+
+
+NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware, "sweep": Sweep}
 
 
 @dataclass
@@ -85,6 +115,7 @@ class Recipe:
         "help": "The paper's SFT checkpoint: `--from_sft published` starts SimPO from it, skipping SFT."})
     paper_results: PaperResults | None = field(default=None, metadata={"help": "The paper's numbers."})
     hardware: Hardware | None = field(default=None, metadata={"help": "GPUs and memory of a full run."})
+    sweep: Sweep = field(default_factory=Sweep, metadata={"help": "What `make sweep` tunes (default: the paper's)."})
     root: Path = field(init=False, default=Path("."), metadata={"help": "The repository holding recipes/."})
 
     def __post_init__(self) -> None:
