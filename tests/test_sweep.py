@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_make
 
 from simpo_demo.task import write_demo_data
 from simpo_demo.tiny_models import build_tiny_model
@@ -136,26 +137,29 @@ wc -l < "$SBATCH_LOG" | tr -d ' '
 
 
 @pytest.mark.slow
-def test_tiny_sweep_runs_resumes_and_submits_to_slurm(tmp_path):
-    """Two points of the tiny recipe (a few steps each), locally; the rerun skips both; the same sweep
+def test_tiny_sweep_runs_resumes_and_submits_to_slurm(repo_copy):
+    """make sweep MODEL=tiny over two points (a few steps each); the rerun skips both; the same sweep
     submitted as Slurm array jobs (stand-in sbatch) finds them finished and rewrites the report."""
-    write_demo_data(tmp_path / "data" / "demo", n_sft=16, n_prefs=32, n_heldout=2, n_test=8)
-    texts = [line for f in (tmp_path / "data" / "demo").rglob("*.jsonl") for line in f.read_text().splitlines()]
-    build_tiny_model("llama3", tmp_path / "outputs/tiny/base", texts, vocab_size=320, hidden_size=32)
-    shutil.copytree(tmp_path / "outputs/tiny/base", tmp_path / "outputs/tiny/sft")  # the SFT stage is done
-    sweep_dir = tmp_path / "sweep"
-    command = [sys.executable, str(REPO / "scripts/sweep.py"), str(REPO / "recipes/tiny.yaml"),
-               "--grid", "learning_rate=1e-5,1e-3", f"--sweep_dir={sweep_dir}", "--max_steps=2",
-               "--per_device_train_batch_size=8", "--total_batch_size=8", "--save_strategy=no"]
+    write_demo_data(repo_copy / "data" / "demo", n_sft=16, n_prefs=32, n_heldout=2, n_test=8)
+    texts = [line for f in (repo_copy / "data" / "demo").rglob("*.jsonl") for line in f.read_text().splitlines()]
+    build_tiny_model("llama3", repo_copy / "outputs/tiny/base", texts, vocab_size=320, hidden_size=32)
+    shutil.copytree(repo_copy / "outputs/tiny/base", repo_copy / "outputs/tiny/sft")  # the SFT stage is done
+    sweep_dir = repo_copy / "sweep"
+    grid = ["--grid", "learning_rate=1e-5,1e-3", f"--sweep_dir={sweep_dir}"]
+    fixed = ["--max_steps=2", "--per_device_train_batch_size=8", "--total_batch_size=8", "--save_strategy=no"]
+    result = run_make(repo_copy, "sweep", "MODEL=tiny", f"SWEEP_ARGS={' '.join(grid)}", f"ARGS={' '.join(fixed)}",
+                      env={"PYTHONUNBUFFERED": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    command = [sys.executable, str(repo_copy / "scripts/sweep.py"), "recipes/tiny.yaml", *grid, *fixed]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
     def sweep(*extra, **more_env):
-        result = subprocess.run(command + list(extra), cwd=tmp_path, env=env | more_env, capture_output=True,
+        result = subprocess.run(command + list(extra), cwd=repo_copy, env=env | more_env, capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
-    out = sweep()
     assert "sft stage: reusing the model in outputs/tiny/sft" in out
     records = read_records(sweep_dir)
     assert sorted(records) == ["lr0.001", "lr1e-05"]
@@ -171,11 +175,11 @@ def test_tiny_sweep_runs_resumes_and_submits_to_slurm(tmp_path):
     again = sweep()
     assert again.count("finished, skipped") == 2 and "->" not in again
 
-    bin_dir = tmp_path / "bin"
+    bin_dir = repo_copy / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
-    log = tmp_path / "sbatch.log"
+    log = repo_copy / "sbatch.log"
     (sweep_dir / "sweep.md").unlink()
     out = sweep("--slurm", PATH=f"{bin_dir}:{os.environ['PATH']}", SBATCH_LOG=str(log))
     submitted = log.read_text().splitlines()
