@@ -8,9 +8,10 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
 # make train / make plan: NUM_GPUS= world size (default: every GPU found), ACCELERATE_CONFIG= topology
-# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, ARGS= more --key=value overrides.
+# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, OBJECTIVE=<method> runs the preference stage as
+# one of the recipe's methods (dpo, ipo, ...), ARGS= more --key=value overrides.
 TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CONFIG),--accelerate_config \
-	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(ARGS)
+	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(ARGS)
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
