@@ -263,3 +263,64 @@ def test_mistral_base_alpaca_prompt_has_the_reference_empty_system_turn(models):
     assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
     assert tokenizer.decode(ids[1:]) == "<|system|>\n</s>\n<|user|>\nName a color.</s>\n<|assistant|>\n"
     assert alpacaeval.requests([{"instruction": "x", "output": ""}])[0]["messages"] == [{"role": "user", "content": "x"}]
+
+
+def stand_in_vllm(monkeypatch, model_path):
+    """vLLM is not installed here: a stand-in module with its interface (LLM.generate on
+    TokensPrompt, SamplingParams, per-token logprobs with ranks), computing with the tiny model."""
+    import types
+
+    from simpo_recipes.evaluation.generation import processed_logprobs
+
+    built = {"llm": [], "params": []}
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            built["params"].append(kwargs)
+
+    class LLM:
+        def __init__(self, **kwargs):
+            built["llm"].append(kwargs)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            k = params.kwargs
+            outs = []
+            for prompt in prompts:
+                with torch.no_grad():
+                    logits = model(torch.tensor([prompt["prompt_token_ids"]])).logits[0, -1]
+                top = processed_logprobs(logits, k["temperature"], k["top_p"]).topk(k.get("logprobs") or 1)
+                ranked = {t: types.SimpleNamespace(logprob=v, rank=r + 1)
+                          for r, (t, v) in enumerate(zip(top.indices.tolist(), top.values.tolist()))}
+                outs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=[], logprobs=[ranked])]))
+            return outs
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM, vllm.SamplingParams = LLM, SamplingParams
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    return built
+
+
+def test_vllm_backend_gets_each_modes_sampling_params(models, tmp_path, monkeypatch):
+    """Reference mode on vLLM: one-token requests for the two best tokens with processed
+    (temperature-scaled) log-probs, the same search, the same answers as on transformers;
+    as_configured: one request per answer with the configured sampling."""
+    path = models["llama3"]
+    beam = GenerationSettings(max_new_tokens=10, batch_size=4, temperature=0.9, beam_search=True)
+    on_transformers = generate(tmp_path / "t.jsonl", path, REQUESTS, replace(beam, backend="transformers"))
+    built = stand_in_vllm(monkeypatch, path)
+    on_vllm = generate(tmp_path / "v.jsonl", path, REQUESTS, replace(beam, backend="vllm"))
+    assert [r["output"] for r in on_vllm] == [r["output"] for r in on_transformers]
+    assert built["llm"][0]["logprobs_mode"] == "processed_logprobs"
+    assert built["params"][0] == {"max_tokens": 1, "logprobs": 2, "temperature": 0.9, "top_p": 1.0, "seed": 42}
+    built["params"].clear()
+    sampled = GenerationSettings(max_new_tokens=10, batch_size=8, temperature=0.9, stop=("<|eot_id|>",), backend="vllm")
+    generate(tmp_path / "s.jsonl", path, REQUESTS, sampled)
+    [params] = built["params"]
+    assert (params["temperature"], params["top_p"], params["max_tokens"], params["seed"]) == (0.9, 1.0, 10, 42)
+    assert "logprobs" not in params and AutoTokenizer.from_pretrained(path).convert_tokens_to_ids("<|eot_id|>") in params[
+        "stop_token_ids"]
