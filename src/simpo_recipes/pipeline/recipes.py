@@ -34,10 +34,18 @@ class Generation:
     max_new_tokens: int = field(default=2048, metadata={"help": "Longest answer generated."})
     stop: list[str] = field(default_factory=list, metadata={
         "help": "Strings that end an answer (special tokens included); empty: the model's own end of turn."})
+    reference_decoding: str = field(default="as_configured", metadata={
+        "help": "How the paper's AlpacaEval numbers were decoded: as_configured (sampled as above) or beam_search "
+                "(alpaca-eval 0.6.2 turned do_sample in a vLLM config into beam search of width 1)."})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "System turn of the AlpacaEval prompt (the reference Mistral-Base prompt has an empty one); null: none."})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens <= 0:
             raise ConfigError(f"generation: invalid settings {self}")
+        if self.reference_decoding not in ("as_configured", "beam_search"):
+            raise ConfigError(f"generation: reference_decoding = {self.reference_decoding!r}: "
+                              "choose as_configured or beam_search")
         if not isinstance(self.stop, list) or not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(f"generation: stop = {self.stop!r} must be a list of non-empty strings")
 
