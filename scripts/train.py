@@ -3,11 +3,12 @@
 recipes/<name>.yaml in order, each launched with `accelerate launch` over every GPU found and
 starting from the previous stage's output.
 
-    python scripts/train.py recipes/llama3-base.yaml [--plan] [--num_processes N]
+    python scripts/train.py recipes/llama3-base.yaml [--plan] [--num_processes N] [--objective METHOD]
         [--accelerate_config PATH] [--from_sft published|MODEL] [--key=value] [--<stage>.key=value]
 
---key=value overrides every stage's training config; --sft.key=value or --simpo.key=value one kind
-of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
+--objective runs the preference stage as one of the recipe's `methods` (DPO, IPO, ..., into its own
+folder). --key=value overrides every stage's training config; --sft.key=value or
+--preference.key=value one kind of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
 stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh."""
 import argparse
 import subprocess
@@ -29,7 +30,9 @@ def main() -> None:
     parser.add_argument("--num_processes", type=int, default=None,
                         help="World size over all machines (NUM_GPUS=); default: every GPU found.")
     parser.add_argument("--from_sft", default=None, metavar="published|MODEL",
-                        help="Skip the SFT stage; start SimPO from the paper's SFT checkpoint or from MODEL.")
+                        help="Skip the SFT stage; start the preference stage from the paper's SFT checkpoint or MODEL.")
+    parser.add_argument("--objective", default=None, metavar="METHOD",
+                        help="Run the preference stage as one of the recipe's methods (OBJECTIVE=), e.g. dpo.")
     parser.add_argument("--num_machines", type=int, default=1)
     parser.add_argument("--machine_rank", type=int, default=0)
     parser.add_argument("--main_process_ip", default=None)
@@ -45,7 +48,7 @@ def main() -> None:
     print(f"[{recipe.name}] {topology.num_processes} process(es) on {'CPU' if topology.use_cpu else 'GPU'}, "
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
-    stages = stage_commands(recipe, overrides, args.from_sft)
+    stages = stage_commands(recipe, overrides, args.from_sft, args.objective)
     launches, outputs, tokenizer_args = [], [], None
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         configs, command = prepare_stage(stage, script, stage_args, topology, args.plan)  # all before any runs
@@ -56,6 +59,9 @@ def main() -> None:
         if args.plan:
             tokenizer_args = chained_tokenizer(*configs[:2], tokenizer_args)
             print("\n".join(describe_stage(configs, topology, launches[-1], stage.config, tokenizer_args)), flush=True)
+            if stage.stage == "preference" and args.objective:
+                method = recipe.methods[args.objective]
+                print(f"  method:          {args.objective} ({method.label}); values: {method.source}", flush=True)
     if args.plan:
         return
     finished = []

@@ -15,9 +15,8 @@ from simpo_recipes.errors import ConfigError
 HYPERPARAMETERS = (
     "dtype", "attn_implementation", "max_length", "max_prompt_length", "learning_rate", "lr_scheduler_type",
     "warmup_steps", "num_train_epochs", "max_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
-    "adam_epsilon", "max_grad_norm", "bf16", "activation_checkpointing", "seed", "beta", "gamma_beta_ratio",
-    "gamma", "loss_type", "label_smoothing", "sft_weight", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "load_in_4bit",
+    "adam_epsilon", "max_grad_norm", "bf16", "activation_checkpointing", "seed", "use_peft", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_modules", "load_in_4bit",
 )
 
 
@@ -80,7 +79,6 @@ def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology,
     config, what it reports to, and (when it will run here) quantization on this hardware."""
     import torch
 
-    from simpo_recipes.config.arguments import STAGE_CONFIGS
     from simpo_recipes.config.parsing import parse_config
     from simpo_recipes.training.lora import check_quantization
     from simpo_recipes.training.tracking import check_report_to
@@ -88,7 +86,7 @@ def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology,
     stage_args = stage_args + (["--use_cpu=true"] if topology.use_cpu else [])
     # a GPU-less machine can only validate bf16 as CPU
     check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
-    configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
+    configs = parse_config(stage.stage, check_args)
     check_report_to(configs[2].report_to)
     if not plan:
         check_quantization(configs[3], topology.use_cpu)
@@ -182,7 +180,7 @@ def stage_examples(configs: tuple, mixture: dict | None, config_path: str, token
         name = model_args.tokenizer_name_or_path or model_args.model_name_or_path
         return [f"  example:         not rendered here: the tokenizer of {name} is neither a local folder nor in "
                 "the Hugging Face cache (the stage prints one when it starts)"]
-    preference = hasattr(args, "beta")
+    preference = len(configs) > 4  # the preference stage's configs end with its objective
     if mixture is None:
         splits, note = {"probe": Dataset.from_list([PROBE_ROWS["preference" if preference else "sft"]])}, \
             " (a made-up row: the data is on the hub)"
@@ -221,10 +219,14 @@ def describe_stage(configs: tuple, topology: Topology, command: list[str], confi
     lines = [f"  model:           {model_args.model_name_or_path}",
              f"  data:            {mixer}; splits {', '.join(data_args.dataset_splits)}",
              "  hyperparameters: " + ", ".join(_shown(k, v) for k, v in values.items() if v is not None)]
-    if hasattr(args, "effective_gamma"):
-        lines.append(f"  margin:          effective gamma {args.effective_gamma:.4g} (beta {args.beta:g})")
+    if len(configs) > 4:  # the preference stage: its objective and the objective's own hyperparameters
+        objective = configs[4]
+        settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in objective.hyperparameters().items() if v is not None)
+        lines.append(f"  objective:       {objective.name} ({objective.formula}); {settings or 'no hyperparameters'}"
+                     + ("; reference log-probs " + args.reference_logps if objective.needs_reference else ""))
     lines.append(f"  batch:           {batch_arithmetic(args, topology.num_processes)}")
-    mixture = _local_mixture(data_args, PREFERENCE_COLUMNS if hasattr(args, "beta") else SFT_COLUMNS, args.seed)
+    mixture = _local_mixture(data_args, PREFERENCE_COLUMNS if len(configs) > 4 else SFT_COLUMNS, args.seed)
     if mixture is None:
         lines.append("  steps per epoch: counted at run time (hub data)")
     else:
