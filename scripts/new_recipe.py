@@ -42,7 +42,8 @@ report_to: none
 """
 
 SIMPO = """\
-# SimPO stage of recipes/{name}.yaml (written by scripts/new_recipe.py): model-independent settings.
+# Preference stage (SimPO) of recipes/{name}.yaml (written by scripts/new_recipe.py): model-independent
+# settings.
 model_name_or_path: {model}
 attn_implementation: sdpa
 # chat_template: the tokenizer's own. A model without one needs `chat_template: "..."` here;
@@ -110,16 +111,17 @@ def main() -> None:
     if args.sft_data:
         files[root / "training_configs" / f"{args.name}-sft.yaml"] = (SFT + "\n" + SHARED).format(
             name=args.name, model=quoted(args.model), data=quoted(args.sft_data), stage="sft", per_device=8)
-        stages.append("sft")
+        stages.append(("sft", "sft"))
     # after an SFT stage, SimPO starts from its output (scripts/train.py passes it on as well)
     simpo_model = f"outputs/{args.name}/sft" if args.sft_data else args.model
     files[root / "training_configs" / f"{args.name}-simpo.yaml"] = (SIMPO + "\n" + SHARED).format(
         name=args.name, model=quoted(simpo_model), data=quoted(args.data), train=args.splits[0],
         test=args.splits[1], stage="simpo", per_device=2)
-    stages.append("simpo")
+    stages.append(("preference", "simpo"))
     files[root / "recipes" / f"{args.name}.yaml"] = RECIPE.format(
         name=args.name, description=quoted(f"{args.model}: SimPO on {args.data}"),
-        stages="\n".join(f"  - stage: {s}\n    config: training_configs/{args.name}-{s}.yaml" for s in stages))
+        stages="\n".join(f"  - stage: {stage}\n    config: training_configs/{args.name}-{suffix}.yaml"
+                         for stage, suffix in stages))
     existing = [str(path) for path in files if path.exists()]
     if existing:
         sys.exit(f"error: {', '.join(existing)} exist(s): choose another name or remove them")

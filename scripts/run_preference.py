@@ -8,9 +8,11 @@ import logging
 from transformers import set_seed
 
 from simpo_recipes.config.parsing import parse_config
+from simpo_recipes.data.examples import split_examples
 from simpo_recipes.data.loading import PREFERENCE_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import add_mismatched_responses, prepare_preferences
 from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.diagnostics import LogProbTrendCallback, add_kl_eval
 from simpo_recipes.training.reporting import MetricsFileCallback
 from simpo_recipes.training.runtime import (
     announce,
@@ -45,6 +47,7 @@ def main() -> None:
         }
         if objective.needs_kl_sequences:
             splits = {split: add_mismatched_responses(ds, args.max_length) for split, ds in splits.items()}
+    logger.info("\n".join(split_examples(tokenizer, splits)))
 
     live_reference = objective.needs_reference and args.reference_logps == "live" and not lora_args.use_peft
     trainer = PreferenceTrainer(
@@ -56,8 +59,11 @@ def main() -> None:
         eval_dataset=splits.get("test"),
         data_collator=PairCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[MetricsFileCallback(args.output_dir)],
+        callbacks=[LogProbTrendCallback(args.likelihood_drop_warning, args.learning_rate),  # before the file
+                   MetricsFileCallback(args.output_dir)],
     )
+    add_kl_eval(trainer, model_args.model_name_or_path, splits.get("test"), args.kl_eval_prompts,
+                args.kl_max_new_tokens)
     trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     if splits.get("test") is not None and args.eval_strategy != "no":
         trainer.evaluate()

@@ -45,13 +45,16 @@ def parse_grid(entries: list[str]) -> dict[str, list]:
     return grid
 
 
-def base_value(args, key: str):
-    """The recipe's own value of a grid key (the margin as a ratio even when given as an absolute γ)."""
-    if not hasattr(args, key):
-        raise ConfigError(f"--grid {key}: not a key of the tuned stage's config")
-    value = getattr(args, key)
+def base_value(configs: tuple, key: str):
+    """The recipe's own value of a grid key, from the stage's configs or its objective's hyperparameters
+    (the margin as a ratio even when the recipe gives an absolute γ)."""
+    owner = next((c for c in configs if hasattr(c, key)), None)
+    if owner is None:
+        raise ConfigError(f"grid key {key!r}: not a key of the tuned stage's config or of objective "
+                          f"{configs[-1].name!r}")
+    value = getattr(owner, key)
     if key == "gamma_beta_ratio" and value is None:
-        return args.effective_gamma / args.beta
+        return owner.effective_gamma / owner.beta
     return value
 
 
@@ -71,7 +74,10 @@ def main() -> None:
     parser.add_argument("--accelerate_config", default=None, help="Overrides the recipe's (ACCELERATE_CONFIG=).")
     parser.add_argument("--num_processes", type=int, default=None, help="Processes per point (NUM_GPUS=).")
     parser.add_argument("--from_sft", default=None, metavar="published|MODEL",
-                        help="Skip the SFT stage; tune SimPO from the paper's SFT checkpoint or from MODEL.")
+                        help="Skip the SFT stage; tune from the paper's SFT checkpoint or from MODEL.")
+    parser.add_argument("--objective", default=None, metavar="METHOD",
+                        help="Tune one of the recipe's methods (OBJECTIVE=) instead of its preference stage as is; "
+                             "give its grid with --grid.")
     args, overrides = parser.parse_known_args()
 
     recipe = load_recipe(args.recipe)
@@ -79,23 +85,25 @@ def main() -> None:
     spec_grid = parse_grid(args.grid) if args.grid else sweep.grid
     search = args.search or sweep.search
     metrics = [Metric.parse(m) for m in (args.metric or sweep.metrics)]
-    stages = stage_commands(recipe, overrides, args.from_sft)
+    stages = stage_commands(recipe, overrides, args.from_sft, args.objective)
     tuned = max((i for i, (stage, _) in enumerate(stages) if stage.stage != "sft"), default=None)
     if tuned is None:
         raise ConfigError(f"recipe {recipe.name} has no preference stage to tune")
     stage, (script, *stage_args) = stages[tuned]
-    sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / recipe.name)  # beside the stages' outputs
+    name = recipe.name + (f"-{args.objective}" if args.objective else "")
+    sweep_dir = Path(args.sweep_dir or Path("outputs") / "sweeps" / name)  # beside the stages' outputs
     tag = f"[sweep {recipe.name}]"
 
     # every point's config is checked before anything runs (on a login node: as a one-process CPU run)
     topology, _ = recipe_topology(recipe, args.accelerate_config, args.num_processes, plan=args.slurm)
-    base_args = prepare_stage(stage, script, stage_args, topology, plan=args.slurm)[0][2]
-    spec = SweepSpec(spec_grid, search, metrics, {k: base_value(base_args, k) for k in spec_grid})
+    base_configs = prepare_stage(stage, script, stage_args, topology, plan=args.slurm)[0]
+    spec = SweepSpec(spec_grid, search, metrics, {k: base_value(base_configs, k) for k in spec_grid})
     for key, values in spec.grid.items():
         for value in values:
             prepare_stage(stage, script, stage_args + Point({key: value}).overrides(), topology, plan=True)
     check_definition(sweep_dir, {"recipe": str(Path(args.recipe).resolve()), "stage_config": stage.config,
-                                 "fixed": overrides, "from_sft": args.from_sft, "grid": spec.grid,
+                                 "fixed": overrides, "from_sft": args.from_sft, "objective": args.objective,
+                                 "grid": spec.grid,
                                  "search": search, "metrics": [m.name for m in metrics]})
     title = f"Sweep of recipes/{recipe.name}.yaml, stage {stage.stage}"
 

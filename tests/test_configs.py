@@ -54,6 +54,14 @@ def simpo(**overrides):
     return build(config, stage_types("preference"), "test.yaml")
 
 
+def test_a_bare_sft_config_checkpoints_without_a_deprecation_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = build({"model_name_or_path": "m", "dataset_mixer": {"d": 1.0}, "output_dir": "o", "use_cpu": True},
+                     stage_types("sft"), "sft.yaml")[2]
+    assert args.activation_checkpointing and args.gradient_checkpointing  # TRL's default, transformers' name
+
+
 def test_unknown_key_names_file_and_closest_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbetta: 2.0\n")

@@ -8,11 +8,12 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerControl, TrainerState
 
 from simpo_demo.tiny_models import build_tiny_model
-from simpo_recipes.config.arguments import SimPOConfig
+from simpo_recipes.config.arguments import PreferenceConfig
 from simpo_recipes.data.chat import encode_prompt, encode_response
+from simpo_recipes.objectives import OBJECTIVES
 from simpo_recipes.training.collator import PairCollator
 from simpo_recipes.training.diagnostics import LogProbTrendCallback, add_kl_eval, answer_kl, sampled_kl
-from simpo_recipes.training.trainer import SimPOTrainer
+from simpo_recipes.training.trainer import PreferenceTrainer
 
 TEXTS = ["Sort the digits 3 1 2.", "1 2 3", "Reverse the word cat.", "tac", "What is 2 plus 2?", "4"] * 20
 PROMPTS = ["Sort the digits 3 1 2.", "What is 2 plus 2?", "Reverse the word cat, please, now."]
@@ -75,13 +76,14 @@ def test_kl_to_start_is_logged_at_each_evaluation(tiny, tmp_path):
         prompt_ids, chosen = encode_response(tokenizer, user, {"role": "assistant", "content": "1 2 3"})
         _, rejected = encode_response(tokenizer, user, {"role": "assistant", "content": "tac tac"})
         rows.append({"prompt_input_ids": prompt_ids, "chosen_input_ids": chosen, "rejected_input_ids": rejected})
-    args = SimPOConfig(output_dir=str(tmp_path), report_to="none", learning_rate=5e-2, max_steps=3,
-                       per_device_train_batch_size=3, eval_strategy="steps", eval_steps=3, logging_steps=1,
-                       save_strategy="no", use_cpu=True, kl_eval_prompts=2, kl_max_new_tokens=6)
+    args = PreferenceConfig(output_dir=str(tmp_path), report_to="none", learning_rate=5e-2, max_steps=3,
+                            per_device_train_batch_size=3, eval_strategy="steps", eval_steps=3, logging_steps=1,
+                            save_strategy="no", use_cpu=True, kl_eval_prompts=2, kl_max_new_tokens=6)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     data = Dataset.from_list(rows)
-    trainer = SimPOTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
-                           data_collator=PairCollator(tokenizer.pad_token_id), processing_class=tokenizer)
+    trainer = PreferenceTrainer(model=model, args=args, objective=OBJECTIVES["simpo"](), train_dataset=data,
+                                eval_dataset=data, data_collator=PairCollator(tokenizer.pad_token_id),
+                                processing_class=tokenizer)
     add_kl_eval(trainer, str(path), data, args.kl_eval_prompts, args.kl_max_new_tokens)
     def logged():
         return [line["eval_kl_to_start"] for line in trainer.state.log_history if "eval_kl_to_start" in line]

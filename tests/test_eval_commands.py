@@ -11,7 +11,6 @@ from test_alpaca_eval import prefer, reference_rows
 from test_mt_bench import rate
 
 from simpo_demo.tiny_models import build_tiny_model
-from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config, to_yaml
 from simpo_recipes.evaluation.local_judge import ProgramJudge
 from simpo_recipes.training.model_card import write_model_card
@@ -23,7 +22,7 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     references = reference_rows()
     texts = [r["instruction"] for r in references] * 20
     model = build_tiny_model("llama3", repo_copy / "outputs/tiny/simpo", texts, vocab_size=300, hidden_size=32)
-    configs = parse_config(STAGE_CONFIGS["simpo"], [str(REPO_ROOT / "training_configs/tiny-simpo.yaml")])
+    configs = parse_config("preference", [str(REPO_ROOT / "training_configs/tiny-simpo.yaml")])
     (model / "run_config.yaml").write_text(to_yaml(configs))
     (model / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
     write_model_card(model, global_batch=32)  # as a finished stage leaves it

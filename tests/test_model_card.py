@@ -3,7 +3,6 @@ import json
 
 from huggingface_hub import ModelCard
 
-from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config, to_yaml
 from simpo_recipes.evaluation import results
 from simpo_recipes.training.model_card import add_evaluation, objective, write_model_card
@@ -18,8 +17,8 @@ METRICS = [{"step": 10, "loss": 0.9, "rewards/accuracies": 0.75, "logps/chosen":
 def finished_stage(folder, model, data, *extra):
     folder.mkdir(parents=True)
     config = "training_configs/llama3-instruct-simpo.yaml"
-    configs = parse_config(STAGE_CONFIGS["simpo"], [config, f"--model_name_or_path={model}",
-                                                    f"--dataset_mixer={json.dumps(data)}", "--use_cpu=true", *extra])
+    configs = parse_config("preference", [config, f"--model_name_or_path={model}", f"--dataset_mixer={json.dumps(data)}",
+                                          "--use_cpu=true", *extra])
     (folder / "run_config.yaml").write_text(to_yaml(configs))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in METRICS))
     return folder
@@ -35,7 +34,7 @@ def test_card_names_model_data_objective_batch_and_final_metrics(tmp_path):
     text = card.text
     assert "Model Card for" not in text  # not TRL's placeholder
     assert "| objective | simpo: beta 2.5, gamma_beta_ratio 0.55, loss_type sigmoid" in text
-    assert "gamma (effective) 1.375" in text and "| global batch | 128 pairs |" in text
+    assert "effective_gamma 1.375" in text and "| global batch | 128 pairs |" in text
     assert f"`{local}` (0.5)" in text and "warmup 10% of the steps" in text and "| precision | bf16 |" in text
     assert "| loss | 0.7 | 0.8 |" in text and "| rewards/accuracies | 0.8 | 0.7 |" in text
     assert "| rewards/margins | — | 1.5 |" in text and "Not evaluated yet" in text
@@ -71,7 +70,10 @@ def test_make_eval_results_enter_the_card_once(tmp_path):
 
 
 def test_objective_comes_from_the_resolved_config():
-    assert objective({"learning_rate": 2e-5}) == ("sft", {})
-    assert objective({"beta": 2.0, "gamma": 1.0, "loss_type": "hinge"}) == (
-        "simpo", {"beta": 2.0, "gamma": 1.0, "loss_type": "hinge"})
-    assert objective({"objective": "dpo", "beta": 0.01}) == ("dpo", {"beta": 0.01})
+    assert objective({"learning_rate": 2e-5, "beta": 0.1}) == ("sft", {})  # no objective: the SFT stage
+    name, hyperparameters = objective({"objective": "simpo", "beta": 2.0, "gamma": 1.0, "loss_type": "hinge",
+                                       "learning_rate": 1e-6})
+    assert name == "simpo" and hyperparameters["loss_type"] == "hinge" and hyperparameters["effective_gamma"] == 1.0
+    assert "learning_rate" not in hyperparameters and "gamma_beta_ratio" not in hyperparameters  # unset: left out
+    assert objective({"objective": "dpo", "beta": 0.01, "gamma_beta_ratio": 0.5}) == (
+        "dpo", {"beta": 0.01, "label_smoothing": 0.0})

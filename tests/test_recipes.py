@@ -270,7 +270,7 @@ def test_new_recipe_carries_only_model_independent_settings(family_workspace, tm
     assert (recipe.hardware, recipe.paper_results, recipe.published_sft, recipe.generation.stop) == (None, None,
                                                                                                     None, [])
     config = tmp_path / "training_configs/my-model-simpo.yaml"
-    model_args, data_args, args, _ = parse_config(STAGE_CONFIGS["simpo"], [str(config), *CPU])
+    model_args, data_args, args, *_ = parse_config("preference", [str(config), *CPU])
     assert (model_args.model_name_or_path, data_args.chat_template) == (str(model), None)  # the tokenizer's own
     assert (args.total_batch_size, args.num_train_epochs, args.warmup_steps, args.seed) == (128, 1, 0.1, 42)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
@@ -291,7 +291,8 @@ def test_new_recipe_for_a_base_model_chains_sft_into_simpo(family_workspace, tmp
                str(family_workspace / "data/ultrafeedback"), "--sft_data", str(family_workspace / "data/ultrachat"))
     recipe = load_recipe(tmp_path / "recipes/my-base.yaml")
     _, (_, simpo) = stage_commands(recipe)
-    assert [s.stage for s in recipe.stages] == ["sft", "simpo"] and "--model_name_or_path=outputs/my-base/sft" in simpo
+    assert [s.stage for s in recipe.stages] == ["sft", "preference"]
+    assert "--model_name_or_path=outputs/my-base/sft" in simpo
     # before SFT has run, the plan renders SimPO's example with the tokenizer SFT will save
     out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-base.yaml"), "--num_processes", "4")
     assert out.count("example, train split") == 2  # SFT, then SimPO

@@ -100,7 +100,8 @@ def test_grid_search_points_metrics_and_overrides():
 
 
 def test_a_sweep_folder_keeps_one_definition(tmp_path):
-    definition = {"recipe": "r", "stage_config": "c", "fixed": ["--max_steps=5"], "from_sft": None, "grid": {}}
+    definition = {"recipe": "r", "stage_config": "c", "fixed": ["--max_steps=5"], "from_sft": None, "objective": None,
+                  "grid": {}}
     check_definition(tmp_path, definition)
     check_definition(tmp_path, definition | {"grid": {"beta": [2.0]}})  # a grown grid: same sweep
     with pytest.raises(ConfigError, match=r"(?s)other settings:\n  fixed: \['--max_steps=5'\] then, "

@@ -178,6 +178,9 @@ class SFTConfig(trl.SFTConfig):
     total_batch_size: int | None = field(
         default=None, metadata={"help": "Global batch in sequences; sets gradient accumulation for any world size."}
     )
+    # TRL defaults the old name to True, which transformers 5 reads with a FutureWarning: same default, new name
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Old name of activation_checkpointing."})
+    activation_checkpointing: bool | None = field(default=True, metadata={"help": "Recompute activations in backward."})
 
     def __post_init__(self) -> None:
         if self.max_length is None or self.max_length <= 0:

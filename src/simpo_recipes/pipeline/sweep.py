@@ -24,7 +24,7 @@ RECORD, DEFINITION = "sweep_point.json", "sweep.json"
 SHORT = {"learning_rate": "lr", "gamma_beta_ratio": "gbr", "beta": "beta", "gamma": "gamma"}
 EXCLUSIVE = {"gamma_beta_ratio": "gamma", "gamma": "gamma_beta_ratio"}  # a margin is given one way only
 # what defines every point's run besides its values: a sweep folder holds one such definition
-DEFINING = ("recipe", "stage_config", "fixed", "from_sft")
+DEFINING = ("recipe", "stage_config", "fixed", "from_sft", "objective")
 
 
 def number(value: Any) -> Any:

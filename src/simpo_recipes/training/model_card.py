@@ -12,8 +12,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from simpo_recipes.training.reporting import FINAL_METRICS, final_metrics, read_metrics
 
 TAG = "simpo-recipes"  # marks a card this repository wrote (make eval updates only those)
-# keys of a preference stage's resolved config that define its objective (when present and set)
-PREFERENCE_KEYS = ("beta", "gamma_beta_ratio", "gamma", "loss_type", "label_smoothing", "sft_weight")
 # benchmark in results.json -> (Hub dataset id, display name)
 BENCHMARKS = {"alpaca_eval": ("tatsu-lab/alpaca_eval", "AlpacaEval 2"),
               "arena_hard": ("lmarena-ai/arena-hard-auto-v0.1", "Arena-Hard v0.1"),
@@ -24,15 +22,15 @@ NOT_EVALUATED = (f"{EVALUATION}\n\nNot evaluated yet: `make eval MODEL=<recipe>`
 
 
 def objective(run_config: dict) -> tuple[str, dict]:
-    """(objective name, its hyperparameters) from a stage's resolved config: a preference stage names
-    it in `objective` (default simpo) and carries its hyperparameters; a stage without them is SFT."""
-    if "objective" not in run_config and "beta" not in run_config:
+    """(objective name, its resolved hyperparameters, e.g. SimPO's effective γ) from a stage's run
+    config: the preference stage names it in `objective`; a stage without one is SFT."""
+    from simpo_recipes.objectives import OBJECTIVES
+
+    if "objective" not in run_config:
         return "sft", {}
-    hyperparameters = {k: run_config[k] for k in PREFERENCE_KEYS if run_config.get(k) is not None}
-    name = run_config.get("objective", "simpo")
-    if name == "simpo" and run_config.get("gamma") is None:  # the margin as used: γ = ratio × β
-        hyperparameters["gamma (effective)"] = run_config["beta"] * (run_config.get("gamma_beta_ratio") or 0.25)
-    return name, hyperparameters
+    cls = OBJECTIVES[run_config["objective"]]
+    resolved = cls(**{k: run_config[k] for k in cls.keys() if k in run_config}).hyperparameters()
+    return cls.name, {k: v for k, v in resolved.items() if v is not None}
 
 
 def _hub_ancestor(model: str) -> str | None:
@@ -82,8 +80,8 @@ def render(output_dir: Path, global_batch: int) -> ModelCard:
                for k in FINAL_METRICS if k in train or k in held_out]
     body = [
         f"# {output_dir.name}", "",
-        f"{name.upper() if name == 'sft' else name} stage trained with the SimPO recipes (this repository's "
-        f"`scripts/run_{'sft' if name == 'sft' else 'simpo'}.py`), from `{start}`.", "",
+        f"{'SFT' if name == 'sft' else name} stage trained with the SimPO recipes (this repository's "
+        f"`scripts/run_{'sft' if name == 'sft' else 'preference'}.py`), from `{start}`.", "",
         "## Training", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
         "## Final metrics", "", "| metric | train (last log) | held-out |", "|---|---|---|",
         *(metrics or ["| — | — | — |"]), "",
