@@ -48,7 +48,7 @@ demo-model: $(VENV)/.installed  ## Build the tiny random-init Llama-3-style mode
 train: $(VENV)/.installed  ## Run every stage of recipes/<MODEL>.yaml on every GPU found (NUM_GPUS=, FROM_SFT=published)
 	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/train.py recipes/$(MODEL).yaml $(TRAIN_FLAGS)
 
-plan: $(VENV)/.installed  ## Dry run of make train: each stage's model, data, hyperparameters, batch arithmetic
+plan: $(VENV)/.installed  ## Dry run of make train: each stage's model, data, hyperparameters, batch arithmetic, one rendered example per split
 	$(OFFLINE) $(PY) scripts/train.py recipes/$(MODEL).yaml --plan $(TRAIN_FLAGS)
 
 new-recipe: $(VENV)/.installed  ## Start recipes/<MODEL>.yaml for a new model: BASE_MODEL= (DATA=, SFT_DATA= optional)

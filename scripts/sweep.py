@@ -9,10 +9,14 @@ another or as Slurm array jobs, then one table (sweep.md) and one plot (sweep.pn
 The grid comes from --grid (in the order given), else the recipe's `sweep:` block, else the paper's
 grids in the authors' order: learning_rate, then gamma_beta_ratio, then beta. Sequential search tunes
 one key after another, keeping each one's best value; grid search runs every combination. Metrics are
-the final logged values (default: held-out reward accuracy, which chooses, and held-out loss).
+the final logged values (default: held-out reward accuracy, which chooses, and held-out loss), or
+`<benchmark>/<key>` of an evaluation run on each point's model (e.g. alpaca_eval/win_rate, with
+--eval_args for scripts/evaluate.py); a metric added later is measured without retraining.
 A rerun skips finished points and resumes an interrupted one; stages before the tuned one run once.
 --key=value overrides hold for every point (e.g. --max_steps=100), as in `make train`."""
 import argparse
+import json
+import shlex
 import subprocess
 import sys
 import time
@@ -25,8 +29,10 @@ from simpo_recipes.pipeline.sweep import (
     Metric,
     Point,
     SweepSpec,
+    benchmarks,
     check_definition,
     chosen_values,
+    missing_metrics,
     read_records,
     record_point,
     report,
@@ -67,6 +73,8 @@ def main() -> None:
     parser.add_argument("--search", choices=("sequential", "grid"), default=None)
     parser.add_argument("--metric", action="append", default=[], metavar="NAME[:min|max]",
                         help="Final logged value to compare (repeatable; the first chooses).")
+    parser.add_argument("--eval_args", default="", metavar="'ARGS'",
+                        help="For <benchmark>/<key> metrics: scripts/evaluate.py's arguments, e.g. '--judge local'.")
     parser.add_argument("--sweep_dir", default=None, help="Default: outputs/sweeps/<recipe name>.")
     parser.add_argument("--slurm", action="store_true", help="Submit the points as Slurm array jobs (sbatch).")
     parser.add_argument("--task", default=None, help=argparse.SUPPRESS)  # one Slurm array job: KEY:INDEX
@@ -107,16 +115,33 @@ def main() -> None:
                                  "search": search, "metrics": [m.name for m in metrics]})
     title = f"Sweep of recipes/{recipe.name}.yaml, stage {stage.stage}"
 
+    def evaluate(point: Point, out: Path) -> None:
+        """The benchmarks the metrics name, on the point's model (scripts/evaluate.py, --eval_args)."""
+        if wanted := benchmarks(metrics):
+            command = [sys.executable, str(Path(__file__).with_name("evaluate.py")), args.recipe, "--model_path",
+                       str(out), "--name", f"{recipe.name}-{point.name}", "--output_dir", str(out / "eval"),
+                       "--benchmarks", *wanted, *shlex.split(args.eval_args)]
+            print(f"{tag} {point.name}: evaluating {', '.join(wanted)}", flush=True)
+            if subprocess.run(command).returncode != 0:
+                sys.exit(f"{tag} point {point.name}: evaluation failed (see above); the same command resumes it")
+
     def run_point(point: Point) -> None:
         out = sweep_dir / point.name
         if (out / "sweep_point.json").exists():
-            print(f"{tag} {point.name}: finished, skipped", flush=True)
+            record = json.loads((out / "sweep_point.json").read_text())
+            if not missing_metrics(record, metrics):
+                print(f"{tag} {point.name}: finished, skipped", flush=True)
+                return
+            evaluate(point, out)  # a metric added since the point ran: measured, not retrained
+            record_point(point, out, metrics, record["seconds"])
+            print(f"{tag} {point.name}: finished, metrics added", flush=True)
             return
         _, command = prepare_stage(stage, script, stage_args + point.overrides() + [f"--output_dir={out}"], topology)
         print(f"{tag} {point.name}: {' '.join(point.overrides())} -> {out}", flush=True)
         start = time.monotonic()
         if subprocess.run(command).returncode != 0:
             sys.exit(f"{tag} point {point.name} failed (see above); the same command resumes it")
+        evaluate(point, out)
         record = record_point(point, out, metrics, time.monotonic() - start)
         print(f"{tag} {point.name}: " + ", ".join(f"{k} {v:.4g}" if v is not None else f"{k} not logged"
                                                   for k, v in record["metrics"].items()), flush=True)

@@ -18,10 +18,13 @@ from simpo_recipes.pipeline.sweep import (
     Metric,
     Point,
     SweepSpec,
+    benchmarks,
     check_definition,
     chosen_values,
     figure,
+    final_values,
     markdown,
+    missing_metrics,
     read_records,
     slurm_script,
 )
@@ -97,6 +100,19 @@ def test_grid_search_points_metrics_and_overrides():
     assert not LOSS.higher_is_better and ACCURACY.higher_is_better and Metric.parse("eval_kl:max").higher_is_better
     assert LOSS.best([{"metrics": {"eval_loss": 2.0}}, {"metrics": {"eval_loss": 1.0}}, {"metrics": {}}]) == {
         "metrics": {"eval_loss": 1.0}}
+
+
+def test_metrics_come_from_the_log_or_the_points_evaluation(tmp_path):
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "eval_loss": 2.0}\n{"step": 2, "eval_loss": 1.5}\n')
+    (tmp_path / "eval/results.json").write_text(json.dumps({"benchmarks": {"alpaca_eval": {"win_rate": 41.5}}}))
+    names = ["eval_loss", "alpaca_eval/win_rate", "mt_bench/score", "eval_rewards/accuracies"]
+    assert final_values(tmp_path, names) == {"eval_loss": 1.5, "alpaca_eval/win_rate": 41.5, "mt_bench/score": None,
+                                             "eval_rewards/accuracies": None}
+    metrics = [Metric.parse(n) for n in names]
+    assert benchmarks(metrics) == ["alpaca_eval", "mt_bench"]
+    record = {"metrics": {"eval_loss": 1.5, "mt_bench/score": None}}
+    assert [m.name for m in missing_metrics(record, metrics)] == ["alpaca_eval/win_rate", "eval_rewards/accuracies"]
 
 
 def test_a_sweep_folder_keeps_one_definition(tmp_path):
@@ -175,6 +191,14 @@ def test_tiny_sweep_runs_resumes_and_submits_to_slurm(repo_copy):
 
     again = sweep()
     assert again.count("finished, skipped") == 2 and "->" not in again
+    # a benchmark metric added later: each point's model evaluated (the demo's AlpacaEval, program judge), not retrained
+    judged = sweep("--metric", "alpaca_eval/win_rate", "--metric", "eval_loss", "--eval_args=--judge local")
+    assert judged.count("finished, metrics added") == 2 and "->" not in judged
+    for name, record in read_records(sweep_dir).items():
+        evaluated = json.loads((sweep_dir / name / "eval/results.json").read_text())["benchmarks"]["alpaca_eval"]
+        assert record["metrics"]["alpaca_eval/win_rate"] == evaluated["win_rate"] and evaluated["n_total"] == 2
+    assert "| alpaca_eval/win_rate | eval_loss |" in (sweep_dir / "sweep.md").read_text()
+    sweep()  # back to the default metrics, still recorded
 
     bin_dir = repo_copy / "bin"
     bin_dir.mkdir()

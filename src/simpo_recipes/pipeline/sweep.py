@@ -21,6 +21,7 @@ from simpo_recipes.files import write_atomic, write_json
 from simpo_recipes.training.reporting import read_metrics
 
 RECORD, DEFINITION = "sweep_point.json", "sweep.json"
+BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")  # scripts/evaluate.py's; metrics `<benchmark>/<key>`
 SHORT = {"learning_rate": "lr", "gamma_beta_ratio": "gbr", "beta": "beta", "gamma": "gamma"}
 EXCLUSIVE = {"gamma_beta_ratio": "gamma", "gamma": "gamma_beta_ratio"}  # a margin is given one way only
 # what defines every point's run besides its values: a sweep folder holds one such definition
@@ -113,11 +114,23 @@ def read_records(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{RECORD}"))}
 
 
+def benchmarks(metrics: list[Metric]) -> list[str]:
+    """The evaluation benchmarks the metrics name (`<benchmark>/<key>` of results.json), in order."""
+    return list(dict.fromkeys(m.name.split("/")[0] for m in metrics if m.name.split("/")[0] in BENCHMARKS))
+
+
 def final_values(output_dir: Path, names: list[str]) -> dict[str, float | None]:
-    """The last logged value of each metric in a run's metrics.jsonl (None: never logged)."""
+    """Each metric's value for a finished point: the last logged value in its metrics.jsonl, or for
+    `<benchmark>/<key>` the key of its eval/results.json (scripts/evaluate.py); None: not there."""
     values: dict[str, float | None] = dict.fromkeys(names)
     for line in read_metrics(output_dir / "metrics.jsonl"):
         values.update({n: line[n] for n in names if n in line})
+    results = output_dir / "eval" / "results.json"
+    evaluated = json.loads(results.read_text()).get("benchmarks", {}) if results.exists() else {}
+    for name in names:
+        benchmark, _, key = name.partition("/")
+        if benchmark in BENCHMARKS:
+            values[name] = evaluated.get(benchmark, {}).get(key)
     return values
 
 
@@ -126,6 +139,11 @@ def record_point(point: Point, output_dir: Path, metrics: list[Metric], seconds:
               "output_dir": str(output_dir), "metrics": final_values(output_dir, [m.name for m in metrics])}
     write_json(output_dir / RECORD, record)
     return record
+
+
+def missing_metrics(record: dict, metrics: list[Metric]) -> list[Metric]:
+    """Metrics asked for that a finished point's record does not hold yet (added to the sweep later)."""
+    return [m for m in metrics if m.name not in record["metrics"]]
 
 
 def check_definition(sweep_dir: Path, definition: dict) -> None:
