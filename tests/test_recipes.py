@@ -221,6 +221,9 @@ def test_readme_recipe_table_matches_the_recipes():
         lr, beta, ratio, max_length, max_prompt = PAPER[name][4:]
         assert [float(row[i]) for i in (4, 5, 6)] == [lr, beta, ratio], name
         assert row[7].strip() == f"{max_length} / {max_prompt}", name
+        hardware = load_recipe(REPO / f"recipes/{name}.yaml").hardware
+        assert row[8].strip() == f"{hardware.gpus} × {hardware.gpu_memory_gb} GB (fits on 4)", name
+        assert "8 × H100" in hardware.note and "fits on 4 × 80 GB" in hardware.note, name
         *rates, mt_bench = RESULTS[name]
         judged = ", ".join(f"{score:.1f} ({JUDGES[judge]})" for judge, score in mt_bench.items()) or "–"
         assert row[9].strip() == " / ".join([*(f"{v:.1f}" for v in rates), judged]), name
