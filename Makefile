@@ -67,8 +67,8 @@ demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, ju
 # JUDGE=local: the demo's program on 127.0.0.1 (offline, AlpacaEval 2 on the demo's held-out prompts).
 # DECODING=reference (default: as the paper's numbers were decoded) or as_configured.
 EVAL_ARGS ?=
-EVAL_FLAGS = $(if $(JUDGE),--judge $(JUDGE)) $(if $(DECODING),--decoding $(DECODING)) $(EVAL_ARGS)
-eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (JUDGE=local, DECODING=, EVAL_ARGS=)
+EVAL_FLAGS = $(if $(JUDGE),--judge $(JUDGE)) $(if $(DECODING),--decoding $(DECODING)) $(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(EVAL_ARGS)
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (OBJECTIVE=, JUDGE=local, DECODING=, EVAL_ARGS=)
 	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_FLAGS)
 
 table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png

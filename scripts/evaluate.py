@@ -3,8 +3,8 @@
 the answers in the harness's own format, and run the pinned harness against the judge named by the
 environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL; defaults: the paper's judges on OpenAI).
 
-    python scripts/evaluate.py recipes/<name>.yaml [--model_path DIR] [--benchmarks alpaca_eval arena_hard mt_bench]
-        [--decoding reference|as_configured] [--judge local]
+    python scripts/evaluate.py recipes/<name>.yaml [--objective METHOD] [--model_path DIR]
+        [--benchmarks alpaca_eval arena_hard mt_bench] [--decoding reference|as_configured] [--judge local]
 
 Decoding: AlpacaEval 2 uses the recipe's `generation:` block in the chosen mode: `reference` (the
 default) decodes as the paper's numbers were produced (beam search where alpaca-eval 0.6.2 turned
@@ -14,7 +14,9 @@ turn 2 answered with turn 1 in context (both with the recipe's stop strings, the
 mode). `--judge local`: no network: the demo task's program judges, served on 127.0.0.1, AlpacaEval
 2 only, against the correct answers of the demo's held-out prompts. Results go to
 outputs/eval/<name>/results.json (one folder per benchmark beside it, the decoding mode and the
-judge next to every result); `make table` sets them beside the paper's. A rerun resumes: answers and
+judge next to every result); `make table` sets them beside the paper's. --objective evaluates one
+of the recipe's methods (`make eval MODEL=<recipe> OBJECTIVE=dpo`; `sft`: the starting model of the
+preference stage) into outputs/eval/<name>-<method>. A rerun resumes: answers and
 judgements already made are kept.
 """
 import argparse
@@ -27,10 +29,21 @@ from pathlib import Path
 
 from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.evaluation import alpacaeval, arena_hard, mt_bench, results
-from simpo_recipes.evaluation.generation import BACKENDS, DECODING_MODES, describe, from_recipe, generate
+from simpo_recipes.evaluation.generation import (
+    BACKENDS,
+    DECODING_MODES,
+    describe,
+    from_recipe,
+    generate,
+)
 from simpo_recipes.evaluation.judge import Judge, JudgeError, judge_from_env
 from simpo_recipes.files import write_json
-from simpo_recipes.pipeline.recipes import load_recipe, stage_output_dir
+from simpo_recipes.pipeline.recipes import (
+    load_recipe,
+    method_output_dir,
+    stage_config_value,
+    stage_output_dir,
+)
 from simpo_recipes.training.model_card import add_evaluation
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")
@@ -86,9 +99,11 @@ def benchmark_settings(recipe, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", help="recipes/<name>.yaml")
-    parser.add_argument("--model_path", default=None, help="Default: the output_dir of the recipe's last stage.")
+    parser.add_argument("--objective", default=None, metavar="METHOD",
+                        help="One of the recipe's methods (OBJECTIVE=), or sft; default: the preference stage as configured.")
+    parser.add_argument("--model_path", default=None, help="Default: the output folder of the method (or last stage).")
     parser.add_argument("--name", default=None,
-                        help="Model name in the harnesses and the table (default: recipe name).")
+                        help="Model name in the harnesses and the table (default: <recipe>, or <recipe>-<method>).")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=None,
                         help="Default: all three (alpaca_eval only with --judge local).")
     parser.add_argument("--output_dir", default=None, help="Default: outputs/eval/<name>.")
@@ -96,12 +111,9 @@ def main() -> None:
                         help=f"AlpacaEval references (default: {alpacaeval.REFERENCE_FILE} from the hub)")
     parser.add_argument("--mt_bench_data", default=None, help="Folder with MT-Bench's questions, judge prompts, "
                         "reference_answer/gpt-4.jsonl (default: downloaded into the cache)")
-    parser.add_argument("--arena_hard_dir", default=None,
-                        help="arena-hard-auto checkout (default: cloned into the cache)")
-    parser.add_argument("--cache_dir", default=None,
-                        help="Harness venvs and data (default: $SIMPO_CACHE_DIR or .cache)")
-    parser.add_argument("--max_new_tokens", type=int, default=None,
-                        help="Cap every benchmark's answers (quick checks).")
+    parser.add_argument("--arena_hard_dir", default=None, help="arena-hard-auto checkout (default: cloned into the cache)")
+    parser.add_argument("--cache_dir", default=None, help="Harness venvs and data (default: $SIMPO_CACHE_DIR or .cache)")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="Cap every benchmark's answers (quick checks).")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--decoding", choices=DECODING_MODES, default="reference",
@@ -116,12 +128,17 @@ def main() -> None:
 
     try:
         recipe = load_recipe(args.recipe)
-        args.model_path = Path(args.model_path or recipe.root / stage_output_dir(recipe.stages[-1]))
+        model = args.model_path or method_model(recipe, args.objective)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    if not (args.model_path / "config.json").exists():
-        sys.exit(f"error: no model in {args.model_path}: run `make train MODEL={recipe.name}` or pass --model_path")
-    args.name = args.name or recipe.name
+    args.model_path = Path(model) if Path(model).is_absolute() else recipe.root / model
+    if not args.model_path.exists() and model.count("/") == 1 and not model.startswith("outputs/"):
+        args.model_path = model  # a hub name (an instruct recipe's starting model): loaded from the hub or its cache
+    elif not (args.model_path / "config.json").exists():
+        objective = f" OBJECTIVE={args.objective}" if args.objective else ""
+        sys.exit(f"error: no model in {args.model_path}: run `make train MODEL={recipe.name}{objective}` or pass "
+                 "--model_path")
+    args.name = args.name or recipe.name + (f"-{args.objective}" if args.objective else "")
     args.cache_dir = Path(args.cache_dir or os.environ.get("SIMPO_CACHE_DIR") or recipe.root / ".cache").resolve()
     out = Path(args.output_dir or recipe.root / "outputs" / "eval" / args.name)
     args.recipe = recipe
@@ -143,13 +160,27 @@ def main() -> None:
                 continue
             entry |= {"decoding_mode": args.decoding, "decoding": decoding, "generation": asdict(settings[benchmark])}
             saved = results.update(out / "results.json", benchmark, entry, name=args.name, recipe=recipe.name,
-                                   model_path=str(args.model_path))
+                                   method=args.objective or "simpo", model_path=str(args.model_path))
             add_evaluation(args.model_path, saved)  # the model card's evaluation section and Hub model-index
             print(f"[{args.name}] {benchmark}: " + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "generation"))
     if len(failed) < len(args.benchmarks):
         print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")
     if failed:
         sys.exit(f"error: {', '.join(failed)} failed (see above); rerun to resume")
+
+
+def method_model(recipe, method: str | None) -> str:
+    """Where `make train` put a method's model: its own folder; `sft`: the SFT stage's output, or the
+    preference stage's starting model where the recipe has no SFT stage; None: the last stage's output."""
+    preference = next(s for s in recipe.stages if s.stage == "preference")
+    if method is None:
+        return stage_output_dir(recipe.stages[-1])
+    if method == "sft":
+        sft = [s for s in recipe.stages if s.stage == "sft"]
+        return stage_output_dir(sft[-1]) if sft else stage_config_value(preference, "model_name_or_path")
+    if method not in recipe.methods:
+        raise ConfigError(f"recipe {recipe.name} has no method {method!r}; its methods: sft, {', '.join(recipe.methods)}")
+    return method_output_dir(preference, method)
 
 
 def local_judges(args, stack: contextlib.ExitStack, out: Path) -> dict[str, Judge]:

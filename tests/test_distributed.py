@@ -35,13 +35,13 @@ def eight_pairs(family_workspace, tmp_path_factory):
     return folder
 
 
-def preference(launcher, output_dir, model, data, objective):
+def preference(launcher, output_dir, model, data, objective, extra=()):
     command = [*launcher, str(REPO / "scripts/run_preference.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
                f"--objective={objective}",
                f"--model_name_or_path={model}", f"--dataset_mixer={{{data}: 1.0}}", "--dataset_splits=[train]",
                f"--output_dir={output_dir}", "--per_device_train_batch_size=2", f"--total_batch_size={PAIRS}",
                "--num_train_epochs=1", "--logging_steps=1", "--save_strategy=no", "--eval_strategy=no",
-               "--use_cpu=true"]
+               "--use_cpu=true", *extra]
     result = subprocess.run([sys.executable, *command], env=ENV, capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout + result.stderr
 
@@ -57,14 +57,20 @@ def test_two_processes_keep_the_global_batch_and_gather_metrics(objective, famil
     model = family_workspace / "models/llama3"
     runs = {"one process": [], "DDP": accelerate("multi_gpu.yaml", "--mixed_precision", "no"),
             "ZeRO-3": accelerate("deepspeed_zero3.yaml", "--mixed_precision", "no")}
+    if objective == "dpo":  # the live reference too: a frozen copy sharded by ZeRO-3 like the policy
+        runs["ZeRO-3, live reference"] = runs["ZeRO-3"]
     logged = {}
     for name, launcher in runs.items():
-        code, log = preference(launcher, tmp_path / name.replace(" ", "_"), model, eight_pairs, objective)
+        extra = ["--reference_logps=live"] if "live" in name else []
+        code, log = preference(launcher, tmp_path / name.replace(" ", "_").replace(",", ""), model, eight_pairs,
+                               objective, extra)
         assert code == 0, f"{name}:\n{log[-4000:]}"
         world, accumulation = (1, 4) if name == "one process" else (2, 2)
         batch = f"world size {world} × per-device batch 2 × gradient accumulation {accumulation} = global batch 8"
         assert batch in log
-        [logged[name]] = [m for m in read_metrics(tmp_path / name.replace(" ", "_") / "metrics.jsonl") if "loss" in m]
+        folder = tmp_path / name.replace(" ", "_").replace(",", "")
+        [logged[name]] = [m for m in read_metrics(folder / "metrics.jsonl") if "loss" in m]
+        assert (folder / "reference_logps").exists() == (objective == "dpo" and "live" not in name), name
     # the logged per-pair means are over all 8 pairs, not over rank 0's 4
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = [json.loads(line) for line in (eight_pairs / "train.jsonl").read_text().splitlines()]

@@ -1,6 +1,7 @@
-"""The README's evaluation commands on a copy of the repository: `make eval MODEL=tiny` runs
-AlpacaEval 2 and MT-Bench against a program judge on 127.0.0.1 (named only by the environment),
-and `make table` sets the results beside the paper's (none for the tiny recipe: marked missing)."""
+"""The README's evaluation commands on a copy of the repository: `make eval MODEL=tiny OBJECTIVE=dpo`
+runs AlpacaEval 2 and MT-Bench for the recipe's DPO method against a program judge on 127.0.0.1
+(named only by the environment), and `make table` sets the results in the setting's table, the
+MT-Bench number under its judge."""
 import json
 import secrets
 
@@ -21,8 +22,9 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     key = secrets.token_hex(16)
     references = reference_rows()
     texts = [r["instruction"] for r in references] * 20
-    model = build_tiny_model("llama3", repo_copy / "outputs/tiny/simpo", texts, vocab_size=300, hidden_size=32)
-    configs = parse_config("preference", [str(REPO_ROOT / "training_configs/tiny-simpo.yaml")])
+    model = build_tiny_model("llama3", repo_copy / "outputs/tiny/dpo", texts, vocab_size=300, hidden_size=32)
+    configs = parse_config("preference", [str(REPO_ROOT / "training_configs/tiny-simpo.yaml"), "--objective=dpo",
+                                          "--beta=0.1"])
     (model / "run_config.yaml").write_text(to_yaml(configs))
     (model / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
     write_model_card(model, global_batch=32)  # as a finished stage leaves it
@@ -32,18 +34,19 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
             f"--mt_bench_data {REPO_ROOT / 'tests/fixtures/mt_bench'} --max_new_tokens 8")
     with ProgramJudge(prefer, rate, api_key=key) as server:
         env = {"JUDGE_BASE_URL": server.base_url, "JUDGE_API_KEY": key, "SIMPO_CACHE_DIR": str(REPO_ROOT / ".cache")}
-        result = run_make(repo_copy, "eval", "MODEL=tiny", f"EVAL_ARGS={args}", env=env)
+        result = run_make(repo_copy, "eval", "MODEL=tiny", "OBJECTIVE=dpo", f"EVAL_ARGS={args}", env=env)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert server.calls["alpaca_eval"] > 0 and server.calls["mt_bench"] == 6
 
-    saved = json.loads((repo_copy / "outputs/eval/tiny/results.json").read_text())
-    outputs = json.loads((repo_copy / "outputs/eval/tiny/alpaca_eval/model_outputs.json").read_text())
+    saved = json.loads((repo_copy / "outputs/eval/tiny-dpo/results.json").read_text())
+    assert (saved["recipe"], saved["method"], saved["name"]) == ("tiny", "dpo", "tiny-dpo")
+    outputs = json.loads((repo_copy / "outputs/eval/tiny-dpo/alpaca_eval/model_outputs.json").read_text())
     wins = [prefer(r["instruction"], o["output"], r["output"]) for r, o in zip(references, outputs)]
     alpaca = saved["benchmarks"]["alpaca_eval"]
     assert alpaca["win_rate"] == pytest.approx(100 * sum(wins) / len(wins), abs=1e-6)
     assert alpaca["generation"]["max_new_tokens"] == 8 and alpaca["generation"]["temperature"] == 0.0
     assert saved["benchmarks"]["mt_bench"]["judge"] == "gpt-4" and 1 <= saved["benchmarks"]["mt_bench"]["score"] <= 10
-    card = ModelCard.load(repo_copy / "outputs/tiny/simpo/README.md")  # the card now holds the results
+    card = ModelCard.load(model / "README.md")  # the card now holds the results
     assert {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results} == {
         ("AlpacaEval 2", "win_rate"): alpaca["win_rate"],
         ("MT-Bench", "score"): saved["benchmarks"]["mt_bench"]["score"]}
@@ -53,9 +56,9 @@ def test_make_eval_then_make_table(repo_copy, tmp_path_factory):
     table = run_make(repo_copy, "table")
     assert table.returncode == 0, table.stdout[-2000:] + table.stderr[-2000:]
     mt = saved["benchmarks"]["mt_bench"]["score"]
-    assert f"| tiny | ours | — | {alpaca['win_rate']:.1f}% | — | {mt:.1f} |" in table.stdout
-    assert "| tiny | paper | — | — | — | — |" in table.stdout
-    assert f"- tiny, AlpacaEval 2: decoding reference (greedy); judge gpt-4-1106-preview at {host}" in table.stdout
+    assert "## tiny" in table.stdout and "| MT-Bench (GPT-4) |" in table.stdout
+    assert f"| DPO | ours | — | {alpaca['win_rate']:.1f}% | — | {mt:.1f} |" in table.stdout
+    assert f"- tiny dpo, AlpacaEval 2: decoding reference (greedy); judge gpt-4-1106-preview at {host}" in table.stdout
     assert (repo_copy / "outputs/eval/table.png").stat().st_size > 10_000
     for path in repo_copy.rglob("*"):
         assert not path.is_file() or key.encode() not in path.read_bytes(), path

@@ -28,7 +28,7 @@ FAMILIES = {  # family: (recipe, its stages' data folders in the workspace)
     "mistral": ("mistral-base", {"sft": "ultrachat", "preference": "ultrafeedback"}),
     "gemma2": ("gemma2-9b-it", {"preference": "on_policy"}),
 }
-REFERENCE_METHOD = {"llama3": "kto", "mistral": "dpo", "gemma2": "ipo"}
+REFERENCE_METHOD = {"llama3": "dpo", "mistral": "kto", "gemma2": "ipo"}
 
 
 def run(args, cwd, timeout=600):
@@ -82,7 +82,7 @@ def test_a_reference_method_of_the_family_recipe_trains_with_the_cached_referenc
     assert run_config["objective"] == method and run_config["reference_logps"] == "cached"
     assert len(list((out / "reference_logps").glob("train-*/rows-*.safetensors"))) == 1
     metrics = read_metrics(out / "metrics.jsonl")
-    assert [m["step"] for m in metrics][-1] == 2 and "rewards/margins" in metrics[0]
+    assert [m["step"] for m in metrics][-1] == 2 and any("eval_rewards/margins" in m for m in metrics)
     AutoModelForCausalLM.from_pretrained(out)
 
 

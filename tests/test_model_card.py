@@ -63,6 +63,7 @@ def test_make_eval_results_enter_the_card_once(tmp_path):
                       ("MT-Bench", "score"): 7.9}
     assert card.text.count("## Evaluation") == 1 and "Not evaluated yet" not in card.text
     assert "| AlpacaEval 2 | AlpacaEval 2 LC | 44.0% | gpt-4 |" in card.text and "## Files" in card.text
+    assert "| MT-Bench | MT-Bench (GPT-4) | 7.9 | gpt-4 |" in card.text  # the column names its judge
     other = tmp_path / "not_ours"
     other.mkdir()
     (other / "README.md").write_text("---\ntags: [x]\n---\n# someone else's card\n")

@@ -34,9 +34,11 @@ PAPER = {
                      8e-7, 10.0, 0.5, 2048, 1800),
 }
 # (AlpacaEval 2 LC, WR, Arena-Hard WR, MT-Bench); (temperature, max_new_tokens, stop)
-RESULTS = {"mistral-base": (21.5, 20.8, 16.6, 6.0), "mistral-instruct": (32.1, 34.8, 21.0, 6.6),
-           "llama3-base": (22.0, 20.3, 23.4, 7.7), "llama3-instruct": (44.7, 40.5, 33.8, 8.0),
-           "llama3-instruct-v0.2": (53.7, 47.5, 36.5, None), "gemma2-9b-it": (72.4, 65.9, 59.1, None)}
+RESULTS = {"mistral-base": (21.5, 20.8, 16.6, {"gpt-4": 7.3, "gpt-4-1106-preview": 6.0}),  # SimPO's row, MT-Bench by judge
+           "mistral-instruct": (32.1, 34.8, 21.0, {"gpt-4-1106-preview": 6.6}),
+           "llama3-base": (22.0, 20.3, 23.4, {"gpt-4": 7.7}), "llama3-instruct": (44.7, 40.5, 33.8, {"gpt-4": 8.0}),
+           "llama3-instruct-v0.2": (53.7, 47.5, 36.5, {}), "gemma2-9b-it": (72.4, 65.9, 59.1, {})}
+JUDGES = {"gpt-4": "GPT-4", "gpt-4-1106-preview": "GPT-4 Turbo"}
 LLAMA3_DECODING = (0.9, 4096, ["<|end_of_text|>", "<|eot_id|>"])
 DECODING = {"mistral-base": (0.7, 2048, ["</s>"]), "mistral-instruct": (0.5, 2048, ["</s>"]),
             "llama3-base": LLAMA3_DECODING, "llama3-instruct": LLAMA3_DECODING,
@@ -79,8 +81,10 @@ def test_recipe_matches_the_paper(name):
         assert stage_args.lr_scheduler_type == "cosine" and stage_args.warmup_steps == 0.1
         assert stage_args.optim == "adamw_torch" and stage_args.bf16 and stage_args.activation_checkpointing
         assert stage_args.seed == 42 and stage_args.report_to == []
-    results = recipe.paper_results
-    assert (results.alpaca_eval_lc, results.alpaca_eval_wr, results.arena_hard_wr, results.mt_bench) == RESULTS[name]
+    simpo_row = recipe.paper_results.methods["simpo"]
+    assert (simpo_row.alpaca_eval_lc, simpo_row.alpaca_eval_wr, simpo_row.arena_hard_wr, simpo_row.mt_bench) == \
+        RESULTS[name]
+    assert "Meng, Xia & Chen" in recipe.paper_results.source
     generation = recipe.generation
     assert (generation.temperature, generation.top_p, generation.max_new_tokens, generation.stop) == (
         DECODING[name][0], 1.0, *DECODING[name][1:])
@@ -210,15 +214,20 @@ def test_slurm_launcher_spans_nodes_with_the_same_global_batch(tmp_path):
 
 
 def test_readme_recipe_table_matches_the_recipes():
-    rows = [line.split("|")[1:-1] for line in (REPO / "README.md").read_text().splitlines()
-            if line.startswith("| `") and line.count("|") == 11]
+    section = (REPO / "README.md").read_text().split("## The paper's recipes", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
     assert [row[0].strip(" `") for row in rows] == list(PAPER)
     for row in rows:
         name = row[0].strip(" `")
         lr, beta, ratio, max_length, max_prompt = PAPER[name][4:]
         assert [float(row[i]) for i in (4, 5, 6)] == [lr, beta, ratio], name
         assert row[7].strip() == f"{max_length} / {max_prompt}", name
-        assert row[9].strip() == " / ".join("–" if v is None else f"{v:.1f}" for v in RESULTS[name]), name
+        hardware = load_recipe(REPO / f"recipes/{name}.yaml").hardware
+        assert row[8].strip() == f"{hardware.gpus} × {hardware.gpu_memory_gb} GB (fits on 4)", name
+        assert "8 × H100" in hardware.note and "fits on 4 × 80 GB" in hardware.note, name
+        *rates, mt_bench = RESULTS[name]
+        judged = ", ".join(f"{score:.1f} ({JUDGES[judge]})" for judge, score in mt_bench.items()) or "–"
+        assert row[9].strip() == " / ".join([*(f"{v:.1f}" for v in rates), judged]), name
 
 
 def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, capsys):

@@ -51,21 +51,31 @@ class Generation:
 
 
 @dataclass
-class PaperResults:
-    """What the SimPO paper reports for this setting, to set beside our own evaluation."""
+class PaperRow:
+    """One method's numbers in the paper (a row of its Table 4); None: not reported."""
 
-    alpaca_eval_lc: float = field(metadata={"help": "AlpacaEval 2 length-controlled win rate, %."})
-    alpaca_eval_wr: float = field(metadata={"help": "AlpacaEval 2 raw win rate, %."})
-    arena_hard_wr: float = field(metadata={"help": "Arena-Hard v0.1 win rate, %."})
-    mt_bench: float | None = field(default=None, metadata={"help": "MT-Bench score (1-10); None: not reported."})
-    source: str = field(default="", metadata={"help": "Where the numbers come from."})
+    alpaca_eval_lc: float | None = field(default=None, metadata={"help": "AlpacaEval 2 length-controlled win rate, %."})
+    alpaca_eval_wr: float | None = field(default=None, metadata={"help": "AlpacaEval 2 raw win rate, %."})
+    arena_hard_wr: float | None = field(default=None, metadata={"help": "Arena-Hard v0.1 win rate, %."})
+    mt_bench: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "MT-Bench score (1-10) by the judge that gave it, e.g. {gpt-4: 7.7, gpt-4-turbo: 6.0}."})
 
     def __post_init__(self) -> None:
-        rates = (self.alpaca_eval_lc, self.alpaca_eval_wr, self.arena_hard_wr)
+        rates = [r for r in (self.alpaca_eval_lc, self.alpaca_eval_wr, self.arena_hard_wr) if r is not None]
         if not all(isinstance(r, (int, float)) and 0 <= r <= 100 for r in rates):
-            raise ConfigError(f"paper_results: win rates must be percentages in [0, 100], got {rates}")
-        if self.mt_bench is not None and not 0 <= self.mt_bench <= 10:
-            raise ConfigError(f"paper_results: mt_bench = {self.mt_bench} must be in [0, 10]")
+            raise ConfigError(f"win rates must be percentages in [0, 100], got {rates}")
+        if not isinstance(self.mt_bench, dict) or not all(
+                isinstance(s, (int, float)) and 0 <= s <= 10 for s in self.mt_bench.values()):
+            raise ConfigError(f"mt_bench = {self.mt_bench!r} must map judges to scores in [0, 10]")
+
+
+@dataclass
+class PaperResults:
+    """What the SimPO paper reports for this setting, one row per method, to set beside our evaluation."""
+
+    source: str = field(metadata={"help": "Where the numbers come from."})
+    methods: dict[str, PaperRow] = field(metadata={
+        "help": "Rows by method: sft (the starting model) or a name of the recipe's `methods`."})
 
 
 @dataclass
@@ -111,7 +121,6 @@ class Sweep:
             raise ConfigError(f"sweep: metrics = {self.metrics!r} must be a non-empty list of names")
 
 
-
 @dataclass
 class Method:
     """One preference method of the setting: the preference stage run with this objective and these
@@ -132,7 +141,7 @@ class Method:
         self.label = self.label or OBJECTIVES[self.objective].label
 
 
-NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware, "sweep": Sweep}
+NESTED = {"generation": Generation, "hardware": Hardware, "sweep": Sweep}
 
 
 @dataclass
@@ -173,6 +182,8 @@ def load_recipe(path: str | Path) -> Recipe:
             if not isinstance(raw[key], dict):
                 raise ConfigError(f"{source}: `{key}` must be a mapping")
             raw[key] = build(raw[key], (cls,), f"{source} {key}")[0]
+    if "paper_results" in raw:
+        raw["paper_results"] = _paper_results(raw["paper_results"], raw["methods"], source)
     recipe = build(raw, (Recipe,), source)[0]
     if recipe.name != Path(path).stem:
         raise ConfigError(f"{source}: name {recipe.name!r} must match the file name {Path(path).stem!r}")
@@ -182,6 +193,19 @@ def load_recipe(path: str | Path) -> Recipe:
     for stage in recipe.stages:
         stage.config = str(recipe.root / stage.config)
     return recipe
+
+
+def _paper_results(raw, methods: dict, source: str) -> PaperResults:
+    if not isinstance(raw, dict) or not isinstance(raw.get("methods"), dict):
+        raise ConfigError(f"{source}: `paper_results` must be {{source, methods: {{method: numbers}}}}")
+    rows = {}
+    for name, numbers in raw["methods"].items():
+        if name != "sft" and name not in methods:
+            raise ConfigError(f"{source} paper_results.methods: {name!r} is neither sft nor one of the recipe's "
+                              f"methods ({', '.join(methods)})")
+        rows[name] = build(numbers or {}, (PaperRow,), f"{source} paper_results.methods.{name}")[0]
+    return build({k: v for k, v in raw.items() if k != "methods"} | {"methods": rows}, (PaperResults,),
+                 f"{source} paper_results")[0]
 
 
 def _as_args(settings: dict[str, Any]) -> list[str]:
@@ -241,9 +265,14 @@ def method_output_dir(stage: Stage, method: str) -> str:
     return str(Path(stage_output_dir(stage)).parent / method)
 
 
+def stage_config_value(stage: Stage, key: str):
+    """A key of a stage as it runs: from its overrides, else from its training config."""
+    return stage.overrides.get(key) or read_yaml(stage.config).get(key)
+
+
 def stage_output_dir(stage: Stage) -> str:
     """Where a stage writes its model: the output_dir of its overrides or of its config."""
-    output_dir = stage.overrides.get("output_dir") or read_yaml(stage.config).get("output_dir")
+    output_dir = stage_config_value(stage, "output_dir")
     if not output_dir:
         raise ConfigError(f"{stage.config}: output_dir is required (the next stage and evaluation start from it)")
     return output_dir

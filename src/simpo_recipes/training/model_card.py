@@ -107,7 +107,7 @@ def write_model_card(output_dir: str | Path, global_batch: int) -> Path:
 def add_evaluation(model_dir: str | Path, results: dict) -> Path | None:
     """Set a card's evaluation section and Hub model-index from a results.json (scripts/evaluate.py).
     Cards this repository did not write are left alone (None)."""
-    from simpo_recipes.evaluation.results import COLUMNS
+    from simpo_recipes.evaluation.results import COLUMNS, mt_bench_column
 
     path = Path(model_dir) / "README.md"
     if not path.exists():
@@ -116,8 +116,10 @@ def add_evaluation(model_dir: str | Path, results: dict) -> Path | None:
     if TAG not in (card.data.tags or []):
         return None
     benchmarks = results.get("benchmarks", {})
+    # MT-Bench's column names its judge, as in `make table`
+    mt_bench = mt_bench_column(benchmarks.get("mt_bench", {}).get("judge", "unknown judge"))
     evals, table = [], ["| benchmark | metric | value | judge |", "|---|---|---|---|"]
-    for column, (benchmark, key, unit) in COLUMNS.items():
+    for column, (benchmark, key, unit) in (COLUMNS | {mt_bench: ("mt_bench", "score", "")}).items():
         entry = benchmarks.get(benchmark, {})
         value = entry.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
