@@ -47,6 +47,10 @@ def test_tiny_recipe_runs_sft_then_simpo(workspace):
                "--save_strategy=no", *SMALL], cwd=workspace)
     assert "world size 1 × per-device batch 4 × gradient accumulation 2 = global batch 8" in log
     assert "objective simpo:" in log and "effective_gamma 1.25" in log
+    # the first lines of each stage: one rendered example per split, the scored tokens marked
+    assert log.count("example, train split (scored tokens in [[ ]]):") == 2  # SFT, then SimPO
+    simpo_start = log.split("objective simpo:")[1]
+    assert "    chosen   " in simpo_start and "    rejected " in simpo_start and "text '…" in simpo_start
     # the closing summary: each stage's time, final metrics and files
     summary = log[log.index("[tiny] done in"):]
     assert "  stage 1/2 (sft): " in summary and "  stage 2/2 (preference): " in summary
