@@ -77,7 +77,7 @@ def _tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, max_length: in
         if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
             raise RowError("longer than max_length")
     except (RowError, BoundaryError) as e:
-        return empty | {"drop_reason": str(e) if isinstance(e, RowError) else "tokens merge at prompt/response"}
+        return empty | {"drop_reason": str(e)}
     return {"prompt_input_ids": prompt_ids, "chosen_input_ids": chosen_ids,
             "rejected_input_ids": rejected_ids, "drop_reason": ""}
 
@@ -92,7 +92,7 @@ def _tokenize_conversation(row: dict, tokenizer: PreTrainedTokenizerBase, max_le
         input_ids, mask = encode_conversation(tokenizer, messages)
         if len(input_ids) > max_length:
             raise RowError("longer than max_length")
-    except RowError as e:
+    except (RowError, BoundaryError) as e:
         return {"input_ids": [], "assistant_masks": [], "drop_reason": str(e)}
     return {"input_ids": input_ids, "assistant_masks": mask, "drop_reason": ""}
 
