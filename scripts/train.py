@@ -23,7 +23,7 @@ from simpo_recipes.pipeline.launch import (
     launch_command,
     mixed_precision,
 )
-from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
+from simpo_recipes.pipeline.recipes import load_recipe, override_origins, stage_commands
 from simpo_recipes.training.lora import check_quantization
 from simpo_recipes.training.runtime import run_cli
 
@@ -56,13 +56,14 @@ def main() -> None:
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
     stages = stage_commands(recipe, overrides, args.from_sft)
+    origins = override_origins(recipe, overrides, args.from_sft)
     launches = []
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         if topology.use_cpu:
             stage_args.append("--use_cpu=true")
         # validate here, before any stage starts; a GPU-less machine can only validate bf16 as CPU
-        check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
-        configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
+        check_args = stage_args + ([] if torch.cuda.is_available() or topology.use_cpu else ["--use_cpu=true"])
+        configs = parse_config(STAGE_CONFIGS[stage.stage], check_args, origins[i - 1])
         if not args.plan:
             check_quantization(configs[3], topology.use_cpu)
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])

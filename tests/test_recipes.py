@@ -197,3 +197,13 @@ def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, 
     assert "effective gamma 1 (beta 4)" in out
     assert "world size 2 × per-device batch 2 × gradient accumulation 32 = global batch 128" in out
     assert "steps per epoch: 1 (16 local train rows before length checks)" in out
+
+
+@pytest.mark.parametrize("override, blamed", [
+    ("--simpo.beta=-1", "command line --simpo.beta: beta = -1.0: must be a finite number > 0"),
+    ("--learning_rate=fast", "command line --learning_rate: learning_rate = 'fast' must be a number"),
+])
+def test_a_bad_override_of_make_plan_is_blamed_on_the_command_line(capsys, monkeypatch, override, blamed):
+    with pytest.raises(SystemExit) as stop:
+        plan(capsys, monkeypatch, str(REPO / "recipes/tiny.yaml"), override)
+    assert stop.value.code.startswith(f"error: {blamed}")

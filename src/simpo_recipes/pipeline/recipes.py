@@ -126,6 +126,17 @@ def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None =
     --<stage>.key=value for one kind of stage (e.g. --sft.model_name_or_path); both win over the
     chaining. `from_sft` skips the stages before SimPO and starts it from that model instead
     ('published': the recipe's published_sft)."""
+    return [(stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)])
+            for stage, settings, _ in _stage_settings(recipe, extra, from_sft)]
+
+
+def override_origins(recipe: Recipe, extra: list[str] = (), from_sft: str | None = None) -> list[dict[str, str]]:
+    """For each stage of `stage_commands`, where each of its --key=value comes from, for error messages."""
+    return [origins for _, _, origins in _stage_settings(recipe, extra, from_sft)]
+
+
+def _stage_settings(recipe: Recipe, extra: list[str], from_sft: str | None) -> list[tuple[Stage, dict, dict]]:
+    """(stage, its overrides, where each override comes from) for each stage to run."""
     common, specific = {}, {name: {} for name in STAGE_SCRIPTS}
     for key, value in parse_overrides(list(extra)).items():
         stage_name, dot, stage_key = key.partition(".")
@@ -145,13 +156,18 @@ def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None =
                               + ("it has no simpo stage" if first is None else "it names no published_sft; "
                                  "give a model folder or hub name instead"))
         stages = stages[first:]
-    commands = []
+    result = []
     for stage in stages:
-        chained = {"model_name_or_path": previous} if previous is not None else {}
-        settings = stage.overrides | chained | common | specific[stage.stage]
-        commands.append((stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)]))
+        layers = [(f"{recipe.name} recipe, stage {stage.stage} overrides", stage.overrides),
+                  ("--from_sft" if from_sft is not None and not result else "the previous stage's output_dir",
+                   {"model_name_or_path": previous} if previous is not None else {}),
+                  ("command line --{key}", common),
+                  (f"command line --{stage.stage}.{{key}}", specific[stage.stage])]
+        settings = {k: v for _, layer in layers for k, v in layer.items()}
+        origins = {k: label.format(key=k) for label, layer in layers for k in layer}
+        result.append((stage, settings, origins))
         previous = settings.get("output_dir") or stage_output_dir(stage)
-    return commands
+    return result
 
 
 def stage_output_dir(stage: Stage) -> str:
