@@ -8,13 +8,20 @@ starting from the previous stage's output.
 
 --key=value overrides every stage's training config; --sft.key=value or --simpo.key=value one kind
 of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
-stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh."""
+stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh.
+Ctrl-C and SIGTERM are passed on to the running stage, which stops cleanly; a rerun resumes it."""
 import argparse
+import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import torch
 
+from simpo_recipes.cli import STATUS_FILE, USER_ERROR, run_cli
 from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config
 from simpo_recipes.pipeline.launch import (
@@ -25,7 +32,35 @@ from simpo_recipes.pipeline.launch import (
 )
 from simpo_recipes.pipeline.recipes import load_recipe, override_origins, stage_commands
 from simpo_recipes.training.lora import check_quantization
-from simpo_recipes.training.runtime import run_cli
+from simpo_recipes.training.run_folder import resume_hint
+
+
+def run_stage(command: list[str]) -> int:
+    """Run one stage in a process group of its own, pass Ctrl-C and SIGTERM on to all of it, and
+    return once every process of it has ended: its exit status as the stage itself reported it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        status = Path(tmp) / "status"
+        process = subprocess.Popen(command, start_new_session=True, env=os.environ | {STATUS_FILE: str(status)})
+
+        def forward(signum, frame):
+            try:
+                os.killpg(process.pid, signum)
+            except ProcessLookupError:
+                pass
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = process.wait()
+            while True:  # the launcher may end before the processes it started
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return int(status.read_text()) if status.exists() else code
 
 
 def main() -> None:
@@ -57,7 +92,7 @@ def main() -> None:
 
     stages = stage_commands(recipe, overrides, args.from_sft)
     origins = override_origins(recipe, overrides, args.from_sft)
-    launches = []
+    launches, outputs = [], []
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         if topology.use_cpu:
             stage_args.append("--use_cpu=true")
@@ -67,6 +102,7 @@ def main() -> None:
         if not args.plan:
             check_quantization(configs[3], topology.use_cpu)
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])
+        outputs.append(Path(configs[2].output_dir))
         print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {' '.join(stage_args)}", flush=True)
         if args.plan:
             print("\n".join(describe_stage(configs, topology, launches[-1])), flush=True)
@@ -74,8 +110,17 @@ def main() -> None:
         return
     for i, command in enumerate(launches, start=1):
         print(f"[{recipe.name}] launching stage {i}/{len(launches)}: {' '.join(command)}", flush=True)
-        if subprocess.run(command).returncode != 0:
-            sys.exit(f"[{recipe.name}] stage {i} failed; rerun the same command to resume from its last checkpoint")
+        code = run_stage(command)
+        where = f"[{recipe.name}] stage {i}/{len(launches)} ({stages[i - 1][0].stage})"
+        if code == USER_ERROR:  # the stage said what to change; the same command would fail again
+            print(f"{where} stopped: see its error above", file=sys.stderr)
+            sys.exit(USER_ERROR)
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM):
+            print(f"{where} stopped by {signal.Signals(abs(code) % 128).name}; {resume_hint(outputs[i - 1])}",
+                  file=sys.stderr)
+            sys.exit(128 + abs(code) % 128)
+        if code != 0:
+            sys.exit(f"{where} failed (exit {code}); once its cause above is fixed, {resume_hint(outputs[i - 1])}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
+logger = logging.getLogger("simpo_recipes")
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+
+def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[dict]:
+    """The rows of a JSON Lines file. With `torn_tail_ok`, a last line that a killed process left
+    half-written (invalid JSON, no newline after it) is left out with a warning; any other invalid
+    line is an error naming the file and line."""
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if torn_tail_ok and number == len(lines):
+                logger.warning("%s: leaving out its last line, cut short when a process was killed writing it: %r",
+                               path, line[:80])
+                break
+            raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+    return rows
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

@@ -33,9 +33,12 @@ DEPRECATED_KEYS = {
     "max_seq_length": ("max_length", lambda v: v),  # TRL's old SFT spelling
     "use_flash_attention_2": ("attn_implementation", lambda v: "flash_attention_2" if v else None),
 }
+# secrets: never taken from a config or the command line, where they would end up in files
+# (transformers pickles its arguments into training_args.bin), process lists and logs
+SECRET_KEYS = {"hub_token": "HF_TOKEN"}
 # old keys that no longer do anything -> why they can be dropped
 IGNORED_KEYS = {
-    "overwrite_output_dir": "a rerun resumes from the last checkpoint in output_dir; delete it to start over",
+    "overwrite_output_dir": "a rerun resumes the run in output_dir, or skips it if finished; --fresh_start starts over",
 }
 
 
@@ -203,6 +206,9 @@ def build(config: dict[str, Any], types: tuple[type, ...], source: str, origins:
     keys: dict[str, str] = {}
     for key, value in config.items():
         where = origins.get(key, source)
+        if key in SECRET_KEYS and value is not None:
+            raise ConfigError(f"{where}: {key} is a secret: set it in the environment as {SECRET_KEYS[key]} instead "
+                              "(given here it would be saved in training_args.bin and shown in logs)")
         if key in IGNORED_KEYS:
             logger.warning("%s: %r is deprecated and ignored: %s", where, key, IGNORED_KEYS[key])
             continue
@@ -242,11 +248,16 @@ def parse_config(types: tuple[type, ...], argv: list[str] | None = None,
     return build(read_yaml(argv[0]) | overrides, types, source=argv[0], origins=labels)
 
 
-def to_yaml(objects: tuple) -> str:
-    """The resolved configuration, as saved beside each run's outputs."""
+def resolved(objects: tuple) -> dict[str, Any]:
+    """Every key of the configs with its resolved value, one flat mapping."""
     merged: dict[str, Any] = {}
     for obj in objects:
         # TrainingArguments.to_dict() already masks secrets such as hub_token
         d = obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj)
         merged.update({k: v for k, v in d.items() if not k.startswith("_")})
-    return yaml.safe_dump(merged, sort_keys=True)
+    return merged
+
+
+def to_yaml(objects: tuple) -> str:
+    """The resolved configuration, as saved beside each run's outputs."""
+    return yaml.safe_dump(resolved(objects), sort_keys=True)

@@ -23,10 +23,12 @@ from transformers.utils.chat_template_utils import (
     mark_control_tokens,
 )
 
+from simpo_recipes.errors import UserError
+
 _PROBE = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserError, ValueError):
     """The tokenizer's chat template cannot be used for training."""
 
 

@@ -99,26 +99,40 @@ def _read_json(files: list[Path], columns: tuple[str, ...]) -> Dataset:
     return Dataset(InMemoryTable(table.select([ORIGIN, *(c for c in columns if c in present)])))
 
 
+def _saved_to_disk(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").exists() or (folder / "dataset_info.json").exists()
+
+
+def split_files(folder: Path, split: str) -> list[Path]:
+    """The files a split of a local folder is read from (a save_to_disk folder: all of its files)."""
+    if _saved_to_disk(folder):
+        return sorted(p for p in folder.rglob("*") if p.is_file())
+    for suffix in _FILE_TYPES:
+        files = sorted(folder.glob(f"{split}{suffix}")) or sorted(folder.glob(f"{split}-*{suffix}"))
+        if files:
+            return files
+    return []
+
+
 def _load_local(folder: Path, split: str, columns: tuple[str, ...]) -> Dataset:
-    if (folder / "dataset_dict.json").exists() or (folder / "dataset_info.json").exists():
+    if _saved_to_disk(folder):
         loaded = datasets.load_from_disk(str(folder))
         if isinstance(loaded, DatasetDict):
             if split not in loaded:
                 raise DataError(f"{folder}: no split {split!r} (has {', '.join(loaded)})")
             return loaded[split]
         return loaded
-    for suffix in _FILE_TYPES:
-        files = sorted(folder.glob(f"{split}{suffix}")) or sorted(folder.glob(f"{split}-*{suffix}"))
-        if files and suffix == ".parquet":
-            try:
-                return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
-            except Exception as e:  # pyarrow and datasets raise many types for a damaged file
-                raise DataError(f"{', '.join(map(str, files))}: not a readable parquet file "
-                                f"({type(e).__name__}: {str(e)[:200]})") from None
-        if files:
-            return _read_json(files, columns)
-    found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-    raise DataError(f"{folder}: no file for split {split!r} ({split}.jsonl, .json or .parquet); found {found}")
+    files = split_files(folder, split)
+    if not files:
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise DataError(f"{folder}: no file for split {split!r} ({split}.jsonl, .json or .parquet); found {found}")
+    if files[0].suffix != ".parquet":
+        return _read_json(files, columns)
+    try:
+        return datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    except Exception as e:  # pyarrow and datasets raise many types for a damaged file
+        raise DataError(f"{', '.join(map(str, files))}: not a readable parquet file "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def load_split(source: str, split: str, columns: tuple[str, ...]) -> Dataset:

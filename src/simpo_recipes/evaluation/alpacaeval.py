@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation.judge import (
     Judge,
     check_reachable,
@@ -28,7 +29,7 @@ DEFAULT_JUDGE = "gpt-4-1106-preview"
 OFFICIAL_SIZE = 805  # the length-controlled fit knows the difficulty of these instructions only
 
 
-class AlpacaEvalError(RuntimeError):
+class AlpacaEvalError(UserError, RuntimeError):
     """Bad reference file, failed harness run or missing judgements; the message says what to do."""
 
 

@@ -18,10 +18,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge is not configured or cannot be reached; nothing was judged."""
 
 

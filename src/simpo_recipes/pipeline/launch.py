@@ -65,7 +65,8 @@ def detect_topology(accelerate_config: str, num_processes: int | None, gpus: int
 def launch_command(topology: Topology, mixed_precision: str) -> list[str]:
     """`accelerate launch` with the topology; the precision follows the stage's bf16/fp16, since
     DeepSpeed refuses a config whose precision differs from the training arguments'."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", topology.accelerate_config,
+    # --quiet: a failing stage prints its own message, not the launcher's traceback of the subprocess call
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", topology.accelerate_config,
                "--num_processes", str(topology.num_processes), "--mixed_precision", mixed_precision]
     if topology.num_machines > 1:
         command += ["--num_machines", str(topology.num_machines), "--machine_rank", str(topology.machine_rank),
