@@ -107,8 +107,6 @@ def test_a_key_given_twice_is_an_error_naming_file_key_and_lines(tmp_path):
     path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbeta: 2.0\nlearning_rate: 1.0e-6\nbeta: 10\n")
     with pytest.raises(ConfigError, match=r"twice\.yaml: key 'beta' is given twice \(lines 3 and 5\)"):
         parse_config(STAGE_CONFIGS["simpo"], [str(path)])
-    with pytest.raises(ConfigError, match="--beta is given twice on the command line"):
-        parse_config(STAGE_CONFIGS["simpo"], [str(path).replace("twice", "x"), "--beta=1", "--beta=2"])
 
 
 @pytest.mark.parametrize("line, message", [

@@ -35,7 +35,10 @@ def write_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError as e:  # a full disk reports no file name: name it
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.replace(tmp, path)
     return path
 

@@ -88,8 +88,6 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
             i += 1
         else:
             key, value = arg[2:], "true"
-        if key in overrides:
-            raise ConfigError(f"--{key} is given twice on the command line; keep one")
         overrides[key] = yaml.safe_load(value) if value != "" else None
         i += 1
     return overrides

@@ -55,8 +55,8 @@ class DivergenceCallback(TrainerCallback):
         last = ", ".join(f"{k} {v:.4g}" for k, v in self.last_finite.items())
         seen = f"last finite values logged (step {self.last_finite_step}): {last}" if last else \
             "no finite values were logged before it (logging_steps=1 shows every step)"
-        return (f"training diverged: optimizer step {step} made the weights NaN/inf (its loss or gradient was "
-                f"not finite); {seen}. Nothing of step {step} was saved. Try a lower learning_rate (now "
+        return (f"training diverged: optimizer step {step} left the weights NaN/inf (a loss or gradient that "
+                f"was not finite, or an update too large); {seen}. Nothing of step {step} was saved. Try a lower learning_rate (now "
                 f"{args.learning_rate:g}), gradient clipping (max_grad_norm, now {args.max_grad_norm:g}), a longer "
                 f"warmup (warmup_steps, now {args.warmup_steps:g}), bf16 rather than fp16, and check the data; "
                 "a changed config starts over: --fresh_start or a new output_dir")

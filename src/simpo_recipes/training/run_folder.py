@@ -296,8 +296,8 @@ class RunFolder:
             known = self.record["fingerprint"].get("tokenized")
             if known is not None and known != digests:
                 raise RunFolderError(_mismatch(self.path, differences({"tokenized": known}, {"tokenized": digests}),
-                                               "the tokenized data differ (the tokenizer, the tokenization code or a "
-                                               "hub dataset changed)"))
+                                               "same config, model and data files, but the tokenization code or a "
+                                               "hub dataset changed"))
             return digests
 
         self.record["fingerprint"]["tokenized"] = _shared(decide, self.main)
@@ -339,8 +339,9 @@ class _StopIfTrainedOut(TrainerCallback):
             raise _TrainedOut
 
 
-def _mismatch(folder: Path, lines: list[str], what: str) -> str:
-    return "\n".join([f"{folder} holds another run than this command describes: {what}:", *lines,
+def _mismatch(folder: Path, lines: list[str], why: str = "") -> str:
+    return "\n".join([f"{folder} holds a different run than this command describes{f' ({why})' if why else ''}"
+                       + (":" if lines else "."), *lines,
                       "Resuming would continue that run's checkpoints as if they were this one's. Either train into "
                       "a new folder (--output_dir=NEW; under make train: ARGS=\"--<stage>.output_dir=NEW\"), or "
                       f"start this one over with --fresh_start (the old run is moved to {folder.name}.previous-<time>"
@@ -371,7 +372,7 @@ def claim(configs: tuple) -> RunFolder:
                 raise RunFolderError(_mismatch(folder, [], f"its {RUN_FILE} cannot be read")) from None
             old = {k: v for k, v in old.items() if k != "tokenized"}
             if old != new:
-                raise RunFolderError(_mismatch(folder, differences(old, new), "these differ"))
+                raise RunFolderError(_mismatch(folder, differences(old, new)))
             finished = record.get("finished")
             if finished and _final_model_present(folder):
                 print(f"{folder}: this stage finished on {finished['time']} ({finished['global_step']} steps) with the "
