@@ -123,6 +123,7 @@ def simpo_args(output_dir, *extra):
             "--save_strategy=steps", "--save_steps=2", *SMALL, *extra]
 
 
+@pytest.mark.slow
 def test_a_finished_stage_is_skipped_and_a_changed_one_is_refused(workspace, tmp_path):
     out = tmp_path / "simpo"
     run(simpo_args(out), cwd=workspace)
@@ -156,6 +157,7 @@ def test_a_finished_stage_is_skipped_and_a_changed_one_is_refused(workspace, tmp
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m] == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "simpo"])
 def test_a_diverged_run_stops_at_once_and_saves_no_nan_model(workspace, tmp_path, stage):
     from safetensors.torch import load_file
@@ -192,6 +194,7 @@ def lock_is_free(folder) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_one_run_per_folder_and_signals_stop_cleanly(workspace, tmp_path):
     out = tmp_path / "busy"
     first = subprocess.Popen([sys.executable, *simpo_args(out, "--max_steps=400", "--learning_rate=1e-4")],

@@ -103,7 +103,7 @@ def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge
     Returns the leaderboard row: win_rate, standard_error, length_controlled_winrate (or None
     with lc_note saying why), n_total, avg_length."""
     out = Path(output_dir).resolve()  # alpaca_eval reads a relative config path inside its own package
-    check_reachable(judge)
+    check_reachable(judge, logprobs=True)  # the weighted judge's verdict is in the logprobs
     n_rows = len(json.loads(Path(model_outputs).read_text()))
     lc_note = None
     if n_rows != OFFICIAL_SIZE:
