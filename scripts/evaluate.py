@@ -17,14 +17,14 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simpo_recipes.config.arguments import ConfigError
+from simpo_recipes.cli import run_cli
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation import alpacaeval, arena_hard, mt_bench, results
 from simpo_recipes.evaluation.generation import BACKENDS, from_recipe, generate
-from simpo_recipes.evaluation.judge import JudgeError, judge_from_env
+from simpo_recipes.evaluation.judge import judge_from_env
 from simpo_recipes.pipeline.recipes import load_recipe, stage_output_dir
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")
-ERRORS = (ConfigError, JudgeError, alpacaeval.AlpacaEvalError, arena_hard.ArenaHardError, mt_bench.MTBenchError)
 
 
 def run_alpaca_eval(args, settings, out: Path) -> dict:
@@ -87,13 +87,10 @@ def main() -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     args = parser.parse_args()
 
-    try:
-        recipe = load_recipe(args.recipe)
-        args.model_path = Path(args.model_path or recipe.root / stage_output_dir(recipe.stages[-1]))
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    recipe = load_recipe(args.recipe)
+    args.model_path = Path(args.model_path or recipe.root / stage_output_dir(recipe.stages[-1]))
     if not (args.model_path / "config.json").exists():
-        sys.exit(f"error: no model in {args.model_path}: run `make train MODEL={recipe.name}` or pass --model_path")
+        raise UserError(f"no model in {args.model_path}: run `make train MODEL={recipe.name}` or pass --model_path")
     args.name = args.name or recipe.name
     args.cache_dir = Path(args.cache_dir or os.environ.get("SIMPO_CACHE_DIR") or recipe.root / ".cache").resolve()
     out = Path(args.output_dir or recipe.root / "outputs" / "eval" / args.name)
@@ -105,7 +102,7 @@ def main() -> None:
         print(f"[{args.name}] {benchmark}: model {args.model_path}, decoding {settings[benchmark]}{note}", flush=True)
         try:
             entry = runners[benchmark](args, settings[benchmark], out / benchmark)
-        except ERRORS as e:
+        except UserError as e:
             print(f"[{args.name}] {benchmark} failed: {e}", file=sys.stderr)
             failed.append(benchmark)
             continue
@@ -115,9 +112,10 @@ def main() -> None:
         print(f"[{args.name}] {benchmark}: " + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "generation"))
     if len(failed) < len(args.benchmarks):
         print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")
-    if failed:
-        sys.exit(f"error: {', '.join(failed)} failed (see above); rerun to resume")
+    if failed:  # answers and judgements made are kept: a rerun after the fix does only what is missing
+        sys.exit(f"error: {', '.join(failed)} failed (see above); once the cause is fixed, rerunning the same "
+                 "command reuses the answers and judgements already made")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, interrupted=lambda: "rerunning the same command reuses the answers and judgements made so far")

@@ -138,3 +138,14 @@ def test_a_bad_override_is_blamed_on_the_command_line(tmp_path):
         parse_config(STAGE_CONFIGS["simpo"], [str(path), "--beta=-1"])
     with pytest.raises(ConfigError, match=r"^command line --beta: beta = 'high' must be a number"):
         parse_config(STAGE_CONFIGS["simpo"], [str(path), "--beta=high"])
+
+
+@pytest.mark.parametrize("where", ["yaml", "command line"])
+def test_a_token_is_never_taken_from_a_config(tmp_path, where):
+    """transformers pickles its arguments, hub_token included, into every checkpoint's training_args.bin."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\n" + ("hub_token: hf_secret123\n" * (where == "yaml")))
+    extra = ["--hub_token=hf_secret123"] if where == "command line" else []
+    with pytest.raises(ConfigError, match="hub_token is a secret: set it in the environment as HF_TOKEN") as error:
+        parse_config(STAGE_CONFIGS["simpo"], [str(path), *extra])
+    assert "hf_secret123" not in str(error.value)

@@ -6,7 +6,13 @@ import logging
 import os
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
+
 logger = logging.getLogger("simpo_recipes")
+
+
+class FileFormatError(UserError, ValueError):
+    """A JSON Lines file has a line that is not JSON; the message names the file and line."""
 
 
 def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[dict]:
@@ -26,7 +32,7 @@ def read_jsonl(path: str | Path, torn_tail_ok: bool = False) -> list[dict]:
                 logger.warning("%s: leaving out its last line, cut short when a process was killed writing it: %r",
                                path, line[:80])
                 break
-            raise ValueError(f"{path} line {number}: not valid JSON ({e.msg})") from None
+            raise FileFormatError(f"{path} line {number}: not valid JSON ({e.msg})") from None
     return rows
 
 
