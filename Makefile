@@ -8,9 +8,10 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
 # make train / make plan: NUM_GPUS= world size (default: every GPU found), ACCELERATE_CONFIG= topology
-# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, ARGS= more --key=value overrides.
+# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, OBJECTIVE=<method> runs the preference stage as
+# one of the recipe's methods (dpo, ipo, ...), ARGS= more --key=value overrides.
 TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CONFIG),--accelerate_config \
-	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(ARGS)
+	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(ARGS)
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
@@ -53,10 +54,13 @@ demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, ju
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
 		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
 
-# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL).
+# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL), or
+# JUDGE=local: the demo's program on 127.0.0.1 (offline, AlpacaEval 2 on the demo's held-out prompts).
+# DECODING=reference (default: as the paper's numbers were decoded) or as_configured.
 EVAL_ARGS ?=
-eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (EVAL_ARGS=...)
-	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_ARGS)
+EVAL_FLAGS = $(if $(JUDGE),--judge $(JUDGE)) $(if $(DECODING),--decoding $(DECODING)) $(EVAL_ARGS)
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (JUDGE=local, DECODING=, EVAL_ARGS=)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_FLAGS)
 
 table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
 	$(PY) scripts/make_table.py

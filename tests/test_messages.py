@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simpo_demo.tiny_models import build_tiny_model
-from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.config.parsing import parse_config
 from simpo_recipes.training.runtime import load_tokenizer
 
@@ -77,7 +77,7 @@ def test_a_missing_local_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypat
     (tmp_path / "outputs").mkdir()
     config = tmp_path / "c.yaml"
     config.write_text("model_name_or_path: outputs/sft\ndataset_mixer: {d: 1.0}\noutput_dir: o\n")
-    model_args, data_args, _, _ = parse_config(STAGE_CONFIGS["sft"], [str(config), "--use_cpu=true"])
+    model_args, data_args, _, _ = parse_config("sft", [str(config), "--use_cpu=true"])
     with pytest.raises(ConfigError, match="'outputs/sft': no such model folder here") as error:
         load_tokenizer(model_args, data_args)
     assert "download" not in str(error.value)

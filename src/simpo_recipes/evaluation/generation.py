@@ -5,6 +5,15 @@ Every engine gets the token ids of `chat.encode_prompt` (generation prompt inclu
 BOS), never text it could re-tokenize with a second BOS. Backends: vLLM where it is installed and a
 GPU is present, batched transformers `generate` otherwise. Answers are saved after every batch, so
 a rerun generates only the missing ones.
+
+Two decoding modes (`DECODING_MODES`) for a recipe's `generation:` block:
+- `as_configured`: sample at the configured temperature and top_p (greedy at temperature 0);
+- `reference`: decode the way the paper's AlpacaEval numbers were produced. alpaca-eval 0.6.2's
+  vLLM decoder (`decoders/vllm_local.py`) built `SamplingParams(max_tokens, **kwargs)` and, when the
+  config said `do_sample`, then set `use_beam_search = True` on it: with vLLM <= 0.6.2 that is beam
+  search of width best_of = 1 on the temperature-scaled log-probs, length_penalty 1 and
+  early_stopping False, not sampling. `AlpacaEvalBeam` replays that search step by step on either
+  backend.
 """
 from __future__ import annotations
 
@@ -18,6 +27,8 @@ from simpo_recipes.errors import UserError
 from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 
 BACKENDS = ("auto", "transformers", "vllm")
+DECODING_MODES = ("reference", "as_configured")
+SAMPLING_EPS = 1e-5  # vLLM: a temperature below this decodes greedily (beam search then uses 1.0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class GenerationSettings:
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate call."})
     seed: int = field(default=42, metadata={"help": "Sampling seed."})
     backend: str = field(default="auto", metadata={"help": "auto: vLLM if installed and on GPU, else transformers."})
+    beam_search: bool = field(default=False, metadata={
+        "help": "alpaca-eval 0.6.2's do_sample quirk: beam search of width 1 on temperature-scaled log-probs."})
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens <= 0 or self.batch_size <= 0:
@@ -38,11 +51,105 @@ class GenerationSettings:
         object.__setattr__(self, "stop", tuple(self.stop))
 
 
-def from_recipe(generation, **overrides) -> GenerationSettings:
-    """Settings from a recipe's `generation:` block."""
+def from_recipe(generation, mode: str = "as_configured", **overrides) -> GenerationSettings:
+    """Settings from a recipe's `generation:` block in decoding `mode` (`DECODING_MODES`):
+    `reference` turns on the beam search the recipe's `reference_decoding` names."""
+    if mode not in DECODING_MODES:
+        raise ValueError(f"decoding mode {mode!r}: choose one of {', '.join(DECODING_MODES)}")
     return GenerationSettings(temperature=generation.temperature, top_p=generation.top_p,
-                              max_new_tokens=generation.max_new_tokens,
-                              stop=tuple(generation.stop), **overrides)
+                              max_new_tokens=generation.max_new_tokens, stop=tuple(generation.stop),
+                              beam_search=mode == "reference" and generation.reference_decoding == "beam_search",
+                              **overrides)
+
+
+def describe(settings: GenerationSettings, temperature: float | None = None) -> str:
+    """One line for logs and results: what the engine really does."""
+    t = settings.temperature if temperature is None else temperature
+    if settings.beam_search:
+        return f"beam search, width 1, on log-probs at temperature {t if t >= SAMPLING_EPS else 1.0}"
+    return f"sampling at temperature {t}, top_p {settings.top_p}" if t > 0 else "greedy"
+
+
+def transformers_sampling(temperature: float, top_p: float) -> dict:
+    """`generate` keyword arguments for sampling at `temperature` (greedy at 0)."""
+    if temperature > 0:
+        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+
+
+def vllm_sampling(settings: GenerationSettings, temperature: float, stop_ids: list[int],
+                  text_stops: list[str]) -> dict:
+    """`vllm.SamplingParams` keyword arguments. Sampling: the whole answer in one request. Beam
+    search: one step (the two best next tokens with their processed, i.e. temperature-scaled,
+    log-probs; the engine is built with logprobs_mode="processed_logprobs"), AlpacaEvalBeam does the rest."""
+    if settings.beam_search:
+        return {"max_tokens": 1, "logprobs": 2, "temperature": temperature if temperature >= SAMPLING_EPS else 1.0,
+                "top_p": settings.top_p, "seed": settings.seed}
+    return {"temperature": temperature, "top_p": settings.top_p if temperature > 0 else 1.0,
+            "max_tokens": settings.max_new_tokens, "stop": text_stops, "stop_token_ids": stop_ids, "seed": settings.seed}
+
+
+def processed_logprobs(logits, temperature: float, top_p: float):
+    """log-softmax of the logits as vLLM's sampler processed them: divided by the temperature
+    (1.0 below SAMPLING_EPS), tokens outside the top_p mass masked, in float32."""
+    import torch
+
+    logits = logits.float() / (temperature if temperature >= SAMPLING_EPS else 1.0)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=False)
+        mass = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = mass <= 1 - top_p
+        drop[..., -1] = False  # the most likely token always stays
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -float("inf")))
+    return torch.log_softmax(logits, dim=-1)
+
+
+class AlpacaEvalBeam:
+    """One prompt's beam search as vLLM <= 0.6.2 ran it for alpaca-eval 0.6.2 (beam width 1).
+
+    Each step gets the two best next tokens of the running sequence with their log-probs. A child
+    that ends (a stop id, or max_new_tokens reached) joins the finished ones, of which the best
+    scoring one is kept; the best running child continues. The search stops when nothing runs, or
+    when the kept finished sequence scores at least as well as the running one (early_stopping
+    False). Score = cumulative log-prob / (prompt + output tokens), a final EOS not counted."""
+
+    def __init__(self, prompt_len: int, eos_id: int | None, stop_ids: list[int], max_new_tokens: int) -> None:
+        self.prompt_len, self.eos_id, self.stop_ids, self.max_new_tokens = prompt_len, eos_id, set(stop_ids), max_new_tokens
+        self.running: tuple[list[int], float] = ([], 0.0)
+        self.finished: tuple[list[int], float] | None = None
+        self.done = False
+
+    def score(self, tokens: list[int], cumulative: float) -> float:
+        length = self.prompt_len + len(tokens) - (1 if tokens and tokens[-1] == self.eos_id else 0)
+        return cumulative / length
+
+    def step(self, candidates: list[tuple[int, float]]) -> None:
+        """`candidates`: the two (token, log-prob) best continuations of the running sequence."""
+        tokens, cumulative = self.running
+        children = [(tokens + [t], cumulative + lp) for t, lp in candidates]
+        ended = [c[0][-1] in self.stop_ids or len(c[0]) >= self.max_new_tokens for c in children]
+        finished = ([self.finished] if self.finished else []) + [c for c, e in zip(children, ended) if e]
+        finished.sort(key=lambda c: self.score(*c), reverse=True)
+        running = sorted((c for c, e in zip(children, ended) if not e), key=lambda c: self.score(*c), reverse=True)
+        self.finished = finished[0] if finished else None
+        if not running or (self.finished and self.score(*self.finished) >= self.score(*running[0])):
+            self.done = True
+        else:
+            self.running = running[0]
+
+    def result(self) -> list[int]:
+        return self.finished[0] if self.finished else self.running[0]
+
+    @property
+    def next_token(self) -> int:
+        return self.running[0][-1]
+
+
+def _batch_seed(seed: int, prompts: list[list[int]]) -> int:
+    """The sampling seed of one batch: the configured seed and the batch's prompts, so the same
+    command samples the same answers whatever ran before it in the process."""
+    digest = hashlib.sha256(json.dumps([seed, prompts]).encode()).hexdigest()
+    return int(digest[:8], 16)
 
 
 def _request_key(request: dict, settings: GenerationSettings) -> str:
@@ -100,7 +207,9 @@ class _Engine:
         if backend == "vllm":
             from vllm import LLM
 
-            self.llm = LLM(model=str(model_path), seed=settings.seed)
+            # beam search reads the temperature-scaled log-probs, as vLLM <= 0.6.2 computed them
+            extra = {"logprobs_mode": "processed_logprobs"} if settings.beam_search else {}
+            self.llm = LLM(model=str(model_path), seed=settings.seed, **extra)
         else:
             from transformers import AutoModelForCausalLM
 
@@ -109,29 +218,69 @@ class _Engine:
             self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
 
     def __call__(self, prompts: list[list[int]], temperature: float) -> list[list[int]]:
-        s = self.settings
+        if self.settings.beam_search:
+            return self._beam_search(prompts, temperature)
         if self.backend == "vllm":
             from vllm import SamplingParams
             from vllm.inputs import TokensPrompt
 
-            params = SamplingParams(temperature=temperature, top_p=s.top_p if temperature > 0 else 1.0,
-                                    max_tokens=s.max_new_tokens, stop=self.text_stops, stop_token_ids=self.stop_ids,
-                                    seed=s.seed)
+            params = SamplingParams(**vllm_sampling(self.settings, temperature, self.stop_ids, self.text_stops))
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
             return [list(o.outputs[0].token_ids) for o in outs]
         import torch
 
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])  # left padding
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        sampling = ({"do_sample": True, "temperature": temperature, "top_p": s.top_p} if temperature > 0 else
-                    {"do_sample": False, "temperature": None, "top_p": None, "top_k": None})
+        ids, mask = self._left_padded(prompts)
+        torch.manual_seed(_batch_seed(self.settings.seed, prompts))
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device),
-                max_new_tokens=s.max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad,
-                **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}), **sampling)
-        return out[:, width:].tolist()
+                input_ids=ids, attention_mask=mask, max_new_tokens=self.settings.max_new_tokens,
+                eos_token_id=self.stop_ids, pad_token_id=self.pad,
+                **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}),
+                **transformers_sampling(temperature, self.settings.top_p))
+        return out[:, ids.shape[1]:].tolist()
+
+    def _left_padded(self, prompts: list[list[int]]):
+        import torch
+
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        return ids.to(self.model.device), mask.to(self.model.device)
+
+    def _beam_search(self, prompts: list[list[int]], temperature: float) -> list[list[int]]:
+        """AlpacaEvalBeam on every prompt, one model step (or one vLLM request) per token."""
+        s = self.settings
+        beams = [AlpacaEvalBeam(len(p), self.tokenizer.eos_token_id, self.stop_ids, s.max_new_tokens) for p in prompts]
+        if self.backend == "vllm":
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            params = SamplingParams(**vllm_sampling(s, temperature, self.stop_ids, self.text_stops))
+            while live := [(p, b) for p, b in zip(prompts, beams) if not b.done]:
+                outs = self.llm.generate([TokensPrompt(prompt_token_ids=p + b.running[0]) for p, b in live], params,
+                                         use_tqdm=False)
+                for (_, beam), out in zip(live, outs):
+                    top = sorted(out.outputs[0].logprobs[0].items(), key=lambda kv: kv[1].rank)[:2]
+                    beam.step([(token, logprob.logprob) for token, logprob in top])
+            return [b.result() for b in beams]
+        import torch
+
+        ids, mask = self._left_padded(prompts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            while True:
+                top = processed_logprobs(out.logits[:, -1], temperature, s.top_p).topk(2, dim=-1)
+                for k, beam in enumerate(beams):
+                    if not beam.done:
+                        beam.step(list(zip(top.indices[k].tolist(), top.values[k].tolist())))
+                if all(b.done for b in beams):
+                    return [b.result() for b in beams]
+                step = torch.tensor([[self.pad if b.done else b.next_token] for b in beams], device=ids.device)
+                mask = torch.cat([mask, torch.ones_like(step)], dim=-1)
+                positions = positions[:, -1:] + 1
+                out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=out.cache,
+                                 use_cache=True)
 
     def decode(self, new_ids: list[int]) -> tuple[str, int]:
         """(answer text, its length in tokens): cut at the first stop id, then at the first stop string."""
