@@ -74,7 +74,8 @@ def run_cli(main: Callable[[], None], interrupted: Callable[[], str] = lambda: "
         code = _exit(USER_ERROR, f"error: cannot use {where}: {e.strerror} ({_OS_ADVICE[e.errno]})")
     finally:
         _report(code)
-    sys.exit(code)
+    if code:
+        sys.exit(code)
 
 
 def _exit(code: int, message: str) -> int:
