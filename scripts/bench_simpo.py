@@ -24,6 +24,7 @@ from simpo_bench.contenders import (
 )
 from simpo_bench.report import SCALED, main_table, plot, scaling_table, write_block
 from simpo_demo.npm_tokenizers import fetch_npm_tokenizer
+from simpo_recipes.cli import run_cli
 from simpo_recipes.files import write_atomic
 
 
@@ -124,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from simpo_recipes.cli import run_cli
+from simpo_recipes.errors import UserError
+from simpo_recipes.files import read_jsonl
+
 
 def iter_strings(obj: Any) -> Iterator[str]:
     """Every string inside a JSON value (message lists, nested dicts), in document order."""
@@ -30,11 +34,12 @@ def read_texts(paths: list[Path]) -> list[str]:
     """Strings from JSON (a list of rows or one object) and JSONL files, as tokenizer training text."""
     texts: list[str] = []
     for path in paths:
-        raw = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        else:
-            rows = [json.loads(raw)]
+        if not path.is_file():
+            raise UserError(f"--data {path}: no such file (make demo-data writes the demo's)")
+        try:
+            rows = read_jsonl(path) if path.suffix == ".jsonl" else [json.loads(path.read_text(encoding="utf-8"))]
+        except json.JSONDecodeError as e:
+            raise UserError(f"--data {path} line {e.lineno}: not valid JSON ({e.msg})") from None
         for row in rows:
             texts.extend(iter_strings(row))
     return texts
@@ -74,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -27,7 +27,8 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from simpo_recipes.config.arguments import ConfigError
+from simpo_recipes.cli import run_cli
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation import alpacaeval, arena_hard, mt_bench, results
 from simpo_recipes.evaluation.generation import (
     BACKENDS,
@@ -36,7 +37,7 @@ from simpo_recipes.evaluation.generation import (
     from_recipe,
     generate,
 )
-from simpo_recipes.evaluation.judge import Judge, JudgeError, judge_from_env
+from simpo_recipes.evaluation.judge import Judge, judge_from_env
 from simpo_recipes.files import write_json
 from simpo_recipes.pipeline.recipes import (
     load_recipe,
@@ -47,7 +48,6 @@ from simpo_recipes.pipeline.recipes import (
 from simpo_recipes.training.model_card import add_evaluation
 
 BENCHMARKS = ("alpaca_eval", "arena_hard", "mt_bench")
-ERRORS = (ConfigError, JudgeError, alpacaeval.AlpacaEvalError, arena_hard.ArenaHardError, mt_bench.MTBenchError)
 
 
 def run_alpaca_eval(args, settings, out: Path, judge: Judge) -> dict:
@@ -126,18 +126,15 @@ def main() -> None:
     args = parser.parse_args()
     args.benchmarks = args.benchmarks or (["alpaca_eval"] if args.judge == "local" else list(BENCHMARKS))
 
-    try:
-        recipe = load_recipe(args.recipe)
-        model = args.model_path or method_model(recipe, args.objective)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    recipe = load_recipe(args.recipe)
+    model = args.model_path or method_model(recipe, args.objective)
     args.model_path = Path(model) if Path(model).is_absolute() else recipe.root / model
     if not args.model_path.exists() and model.count("/") == 1 and not model.startswith("outputs/"):
         args.model_path = model  # a hub name (an instruct recipe's starting model): loaded from the hub or its cache
     elif not (args.model_path / "config.json").exists():
         objective = f" OBJECTIVE={args.objective}" if args.objective else ""
-        sys.exit(f"error: no model in {args.model_path}: run `make train MODEL={recipe.name}{objective}` or pass "
-                 "--model_path")
+        raise UserError(f"no model in {args.model_path}: run `make train MODEL={recipe.name}{objective}` or pass "
+                        "--model_path")
     args.name = args.name or recipe.name + (f"-{args.objective}" if args.objective else "")
     args.cache_dir = Path(args.cache_dir or os.environ.get("SIMPO_CACHE_DIR") or recipe.root / ".cache").resolve()
     out = Path(args.output_dir or recipe.root / "outputs" / "eval" / args.name)
@@ -154,7 +151,7 @@ def main() -> None:
             try:
                 judge = judges.get(benchmark) or judge_from_env(default_judge)
                 entry = runner(args, settings[benchmark], out / benchmark, judge)
-            except ERRORS as e:
+            except UserError as e:
                 print(f"[{args.name}] {benchmark} failed: {e}", file=sys.stderr)
                 failed.append(benchmark)
                 continue
@@ -165,8 +162,9 @@ def main() -> None:
             print(f"[{args.name}] {benchmark}: " + ", ".join(f"{k} {v}" for k, v in entry.items() if k != "generation"))
     if len(failed) < len(args.benchmarks):
         print(f"results: {out / 'results.json'}; `make table` sets them beside the paper's")
-    if failed:
-        sys.exit(f"error: {', '.join(failed)} failed (see above); rerun to resume")
+    if failed:  # answers and judgements made are kept: a rerun after the fix does only what is missing
+        sys.exit(f"error: {', '.join(failed)} failed (see above); once the cause is fixed, rerunning the same "
+                 "command reuses the answers and judgements already made")
 
 
 def method_model(recipe, method: str | None) -> str:
@@ -179,7 +177,7 @@ def method_model(recipe, method: str | None) -> str:
         sft = [s for s in recipe.stages if s.stage == "sft"]
         return stage_output_dir(sft[-1]) if sft else stage_config_value(preference, "model_name_or_path")
     if method not in recipe.methods:
-        raise ConfigError(f"recipe {recipe.name} has no method {method!r}; its methods: sft, {', '.join(recipe.methods)}")
+        raise UserError(f"recipe {recipe.name} has no method {method!r}; its methods: sft, {', '.join(recipe.methods)}")
     return method_output_dir(preference, method)
 
 
@@ -202,4 +200,4 @@ def local_judges(args, stack: contextlib.ExitStack, out: Path) -> dict[str, Judg
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, interrupted=lambda: "rerunning the same command reuses the answers and judgements made so far")

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import replace
 
 from simpo_demo.evaluate import evaluate, markdown_table
+from simpo_recipes.cli import run_cli
 from simpo_recipes.evaluation.generation import GenerationSettings, from_recipe
 
 
@@ -45,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, interrupted=lambda: "rerunning the same command reuses the answers generated so far")

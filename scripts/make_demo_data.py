@@ -4,6 +4,7 @@ and held-out prompts, deterministically for a seed. `make demo-data` runs it."""
 import argparse
 
 from simpo_demo.task import write_demo_data
+from simpo_recipes.cli import run_cli
 
 
 def main() -> None:
@@ -22,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

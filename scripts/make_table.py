@@ -5,6 +5,7 @@ WR, MT-Bench, as outputs/eval/table.md and table.png; missing cells are marked."
 import argparse
 import sys
 
+from simpo_recipes.cli import run_cli
 from simpo_recipes.evaluation.results import write_table
 
 
@@ -22,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,22 +1,22 @@
 #!/usr/bin/env python
 """SFT stage: `python scripts/run_sft.py training_configs/X-sft.yaml [--key=value ...]`
-(also under `accelerate launch`). Loss on every assistant turn only; nothing is truncated."""
+(also under `accelerate launch`). Loss on every assistant turn only; nothing is truncated. Reruns resume
+or skip as in the README's What a run folder guarantees."""
 import logging
 
 from transformers import set_seed
 from trl import SFTTrainer
 
+from simpo_recipes.cli import run_cli
 from simpo_recipes.config.parsing import parse_config
 from simpo_recipes.data.examples import split_examples
 from simpo_recipes.data.loading import SFT_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_conversations
-from simpo_recipes.training.reporting import MetricsFileCallback
+from simpo_recipes.training.run_folder import interrupted_hint
 from simpo_recipes.training.runtime import (
     announce,
     load_model,
     load_tokenizer,
-    resume_checkpoint,
-    run_cli,
     save_final,
     setup_logging,
 )
@@ -28,7 +28,7 @@ def main() -> None:
     model_args, data_args, args, lora_args = parse_config("sft")
     setup_logging(args)
     set_seed(args.seed)
-    announce((model_args, data_args, args, lora_args), args)
+    run = announce((model_args, data_args, args, lora_args), args)  # a finished stage ends here
 
     tokenizer = load_tokenizer(model_args, data_args)
     raw = load_mixture(data_args.dataset_mixer, data_args.dataset_splits, SFT_COLUMNS, args.seed)
@@ -40,6 +40,7 @@ def main() -> None:
             for split, ds in raw.items()
         }
     logger.info("\n".join(split_examples(tokenizer, splits)))
+    run.check_tokenized(splits)
 
     trainer = SFTTrainer(
         model=load_model(model_args, args, lora_args),
@@ -47,13 +48,13 @@ def main() -> None:
         train_dataset=splits["train"],
         eval_dataset=splits.get("test"),
         processing_class=tokenizer,
-        callbacks=[MetricsFileCallback(args.output_dir)],
+        callbacks=run.callbacks(),
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(args))
+    run.train(trainer)  # resumes from the last complete checkpoint
     if splits.get("test") is not None and args.eval_strategy != "no":
         trainer.evaluate()
-    save_final(trainer, tokenizer)
+    save_final(trainer, tokenizer, run)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, interrupted=interrupted_hint)

@@ -9,16 +9,49 @@ starting from the previous stage's output.
 --objective runs the preference stage as one of the recipe's `methods` (DPO, IPO, ..., into its own
 folder). --key=value overrides every stage's training config; --sft.key=value or
 --preference.key=value one kind of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
-stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh."""
+stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh.
+Ctrl-C and SIGTERM are passed on to the running stage, which stops cleanly; a rerun resumes it."""
 import argparse
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+from simpo_recipes.cli import STATUS_FILE, USER_ERROR, run_cli
 from simpo_recipes.pipeline.launch import chained_tokenizer, describe_stage, prepare_stage, recipe_topology
-from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
+from simpo_recipes.pipeline.recipes import load_recipe, override_origins, stage_commands
 from simpo_recipes.pipeline.summary import run_summary
-from simpo_recipes.training.runtime import run_cli
+from simpo_recipes.training.run_folder import resume_hint
+
+
+def run_stage(command: list[str]) -> int:
+    """Run one stage in a process group of its own, pass Ctrl-C and SIGTERM on to all of it, and
+    return once every process of it has ended: its exit status as the stage itself reported it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        status = Path(tmp) / "status"
+        process = subprocess.Popen(command, start_new_session=True, env=os.environ | {STATUS_FILE: str(status)})
+
+        def forward(signum, frame):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = process.wait()
+            while True:  # the launcher may end before the processes it started
+                try:
+                    os.killpg(process.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.2)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return int(status.read_text()) if status.exists() else code
 
 
 def main() -> None:
@@ -49,11 +82,13 @@ def main() -> None:
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
     stages = stage_commands(recipe, overrides, args.from_sft, args.objective)
+    origins = override_origins(recipe, overrides, args.from_sft, args.objective)
     launches, outputs, tokenizer_args = [], [], None
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
-        configs, command = prepare_stage(stage, script, stage_args, topology, args.plan)  # all before any runs
+        configs, command = prepare_stage(stage, script, stage_args, topology, args.plan,  # all before any runs
+                                         origins[i - 1])
         launches.append(command)
-        outputs.append(configs[2].output_dir)
+        outputs.append(Path(configs[2].output_dir))
         shown = " ".join(command[command.index(script) + 1:])
         print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {shown}", flush=True)
         if args.plan:
@@ -68,9 +103,18 @@ def main() -> None:
     for i, command in enumerate(launches, start=1):
         print(f"[{recipe.name}] launching stage {i}/{len(launches)}: {' '.join(command)}", flush=True)
         start = time.monotonic()
-        if subprocess.run(command).returncode != 0:
-            sys.exit(f"[{recipe.name}] stage {i} failed; rerun the same command to resume from its last checkpoint")
+        code = run_stage(command)
         label = f"stage {i}/{len(launches)} ({stages[i - 1][0].stage})"
+        where = f"[{recipe.name}] {label}"
+        if code == USER_ERROR:  # the stage said what to change; the same command would fail again
+            print(f"{where} stopped: see its error above", file=sys.stderr)
+            sys.exit(USER_ERROR)
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM):
+            print(f"{where} stopped by {signal.Signals(abs(code) % 128).name}; {resume_hint(outputs[i - 1])}",
+                  file=sys.stderr)
+            sys.exit(128 + abs(code) % 128)
+        if code != 0:
+            sys.exit(f"{where} failed (exit {code}); once its cause above is fixed, {resume_hint(outputs[i - 1])}")
         finished.append((label, time.monotonic() - start, outputs[i - 1]))
     print(run_summary(recipe.name, finished), flush=True)
 

@@ -196,3 +196,61 @@ def test_reference_file_errors_name_the_file_and_row(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(alpacaeval.AlpacaEvalError, match=r"alpaca_eval_gpt4_baseline\.json.*--reference_outputs"):
         alpacaeval.load_reference(None)
+
+
+class Serving:
+    """A server on 127.0.0.1 that answers every POST with `status`, `content_type` and `body`."""
+
+    def __init__(self, status: int, content_type: str, body: bytes) -> None:
+        self.reply = status, content_type, body
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        status, content_type, body = self.reply
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status, content_type, body, message", [
+    (200, "text/html", b"<!DOCTYPE html><html><body>Welcome to our chat app</body></html>", "answered with an HTML page"),
+    (404, "text/html", b"<html><h1>Not Found</h1></html>", "answered HTTP 404: an HTML page"),
+    (200, "application/json", b'{"status": "ok"}', "not an OpenAI chat completion"),
+    (200, "text/plain", b"pong", "not an OpenAI chat completion"),
+])
+def test_a_judge_that_is_not_an_openai_api_is_named_so(status, content_type, body, message):
+    with Serving(status, content_type, body) as base_url, pytest.raises(JudgeError, match=message) as error:
+        check_reachable(Judge("gpt-4", base_url, KEY), timeout=5)
+    assert "cannot be reached" not in str(error.value) and KEY not in str(error.value)
+
+
+def test_a_judge_without_logprobs_is_refused_before_alpaca_eval_runs():
+    """AlpacaEval's weighted judge reads its verdict from the answer's logprobs: without them
+    alpaca_eval itself ends in a TypeError (NoneType doesn't define __round__)."""
+    completion = {"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "m"}, "logprobs": None, "finish_reason": "stop"}]}
+    with Serving(200, "application/json", json.dumps(completion).encode()) as base_url:
+        check_reachable(Judge("gpt-4", base_url, KEY))  # a chat completion all the same
+        with pytest.raises(JudgeError, match="returns no token log-probabilities"):
+            check_reachable(Judge("gpt-4", base_url, KEY), logprobs=True)
+    with ProgramJudge(prefer) as server:
+        check_reachable(Judge("gpt-4", server.base_url, KEY), logprobs=True)

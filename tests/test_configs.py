@@ -79,7 +79,7 @@ def test_unknown_key_names_file_and_closest_key(tmp_path):
     ({"dataset_mixer": {"d": 0}}, r"dataset_mixer\['d'\] = 0"),
     ({"label_smoothing": 0.5}, "label_smoothing"),
     ({"loss_type": "ipo"}, "loss_type"),
-    ({"learning_rate": "fast"}, "learning_rate = 'fast' is not a valid float"),
+    ({"learning_rate": "fast"}, "learning_rate = 'fast' must be a number"),
     ({"total_batch_size": 100, "per_device_train_batch_size": 8}, "total_batch_size = 100"),
 ])
 def test_bad_values_fail_with_a_clear_message(overrides, message):
@@ -125,3 +125,52 @@ def test_yaml_no_is_a_strategy_not_false(tmp_path):
 
 def test_every_objective_has_a_method_in_the_tiny_recipe():
     assert {m.objective for m in load_recipe(ROOT / "recipes/tiny.yaml").methods.values()} == set(OBJECTIVES)
+
+
+def test_a_key_given_twice_is_an_error_naming_file_key_and_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbeta: 2.0\nlearning_rate: 1.0e-6\nbeta: 10\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'beta' is given twice \(lines 3 and 5\)"):
+        parse_config("preference", [str(path)])
+
+
+@pytest.mark.parametrize("line, message", [
+    ('bf16: "maybe"', r"bad\.yaml: bf16 = 'maybe' must be true or false"),
+    ("learning_rate: [1.0e-6, 2.0e-6]", r"bad\.yaml: learning_rate = \[1e-06, 2e-06\] must be a number"),
+    ("max_steps: [10]", r"bad\.yaml: max_steps = \[10\] must be an integer"),
+    ("dtype: fp32", r"bad\.yaml: dtype = 'fp32' must be one of auto, bfloat16, float16, float32"),
+    ("dataset_splits: train", r"bad\.yaml: dataset_splits = 'train' must be a list \(a string each\)"),
+    ("max_steps: 2.5", r"bad\.yaml: max_steps = 2.5 must be an integer"),
+])
+def test_wrong_types_name_the_file_and_key(tmp_path, line, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model_name_or_path: m\ndataset_mixer: {{d: 1.0}}\n{line}\n")
+    with pytest.raises(ConfigError, match=message):
+        parse_config("preference", [str(path), *CPU])
+
+
+def test_yaml_and_command_line_forms_still_convert(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nmax_steps: 1e3\nbf16: 'false'\nreport_to: none\n")
+    args = parse_config("preference", [str(path), "--learning_rate=3e-7", "--save_steps=10"])[2]
+    assert args.max_steps == 1000 and args.bf16 is False and args.learning_rate == 3e-7 and args.save_steps == 10
+
+
+def test_a_bad_override_is_blamed_on_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\nbeta: 2.0\n")
+    with pytest.raises(ConfigError, match=r"^command line --beta: beta = -1"):
+        parse_config("preference", [str(path), "--beta=-1"])
+    with pytest.raises(ConfigError, match=r"^command line --beta: beta = 'high' must be a number"):
+        parse_config("preference", [str(path), "--beta=high"])
+
+
+@pytest.mark.parametrize("where", ["yaml", "command line"])
+def test_a_token_is_never_taken_from_a_config(tmp_path, where):
+    """transformers pickles its arguments, hub_token included, into every checkpoint's training_args.bin."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model_name_or_path: m\ndataset_mixer: {d: 1.0}\n" + ("hub_token: hf_secret123\n" * (where == "yaml")))
+    extra = ["--hub_token=hf_secret123"] if where == "command line" else []
+    with pytest.raises(ConfigError, match="hub_token is a secret: set it in the environment as HF_TOKEN") as error:
+        parse_config("preference", [str(path), *extra])
+    assert "hf_secret123" not in str(error.value)

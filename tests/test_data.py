@@ -47,7 +47,7 @@ def test_local_jsonl_parquet_and_save_to_disk_mix_with_fractions(tmp_path):
     mixed = load_mixture({str(tmp_path / "a"): 0.5, str(tmp_path / "b"): 1.0}, ["train", "test"],
                          PREFERENCE_COLUMNS, seed=0)
     assert len(mixed["train"]) == 5 + 4 and len(mixed["test"]) == 3 + 1  # fractions: train only
-    assert mixed["train"].column_names == list(PREFERENCE_COLUMNS)
+    assert mixed["train"].column_names == [*PREFERENCE_COLUMNS, "origin"]
     disk = load_mixture({str(tmp_path / "c"): 0.5}, ["train_prefs", "test_prefs"], PREFERENCE_COLUMNS, seed=0)
     assert len(disk["train"]) == 3 and len(disk["test"]) == 2
 
@@ -116,9 +116,46 @@ def test_sft_rows_checked_the_same_way(tokenizer, caplog, tmp_path):
     # UltraChat's extra columns are not carried into the SFT data
     write_jsonl(tmp_path / "chat" / "train.jsonl", [good | {"prompt": "Sort 3 1 2.", "prompt_id": "0"}] * 3)
     loaded = load_mixture({str(tmp_path / "chat"): 1.0}, ["train"], SFT_COLUMNS, seed=0)["train"]
-    assert loaded.column_names == ["messages"] and loaded[0] == good
+    assert loaded.column_names == ["messages", "origin"] and loaded[0]["messages"] == good["messages"]
     bad = [{"messages": [USER]}, {"messages": [{"role": "assistant", "content": "x"}]},
            {"messages": [USER, {"role": "assistant", "content": ""}]}, {"messages": None}]
     kept = prepare_conversations(Dataset.from_list([good] * 20 + bad), tokenizer, 64, 0.2, "sft")
     assert len(kept) == 20 and sum(kept[0]["assistant_masks"]) == len(tokenizer("1 2 3").input_ids) + 1
     assert "bad role order" in caplog.text and "empty response" in caplog.text
+
+
+def test_json_content_is_text_and_examples_name_the_file_line(tokenizer, tmp_path):
+    """One row in the OpenAI list-of-parts format must not turn the other rows' digit-only answers
+    into integers (and drop them); a bad row is shown by its own line in the file."""
+    rows = [pair(chosen=str(i), rejected="no") for i in range(10)]
+    rows[3]["chosen"][1]["content"] = [{"type": "text", "text": "3"}]
+    rows[7]["rejected"] = rows[7]["chosen"]  # line 8: chosen == rejected
+    write_jsonl(tmp_path / "d" / "train.jsonl", rows)
+    train = load_mixture({str(tmp_path / "d"): 1.0}, ["train"], PREFERENCE_COLUMNS, seed=0)["train"]
+    answers = sorted(r["chosen"][1]["content"] for r in train)
+    assert answers == [str(i) for i in range(10)]
+    kept = prepare_preferences(train, tokenizer, 64, 48, max_bad_fraction=0.1, name="train")
+    assert len(kept) == 9
+    with pytest.raises(DataError, match=r"train\.jsonl:8 \(chosen == rejected\)"):
+        prepare_preferences(train, tokenizer, 64, 48, max_bad_fraction=0.0, name="train")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]}',
+     r"train\.jsonl:2: messages\[0\]: content has parts of type \['image_url'\]; only text"),
+    ('{"messages": [{"role": "user", "content": "hi"}', r"train\.jsonl line 2: not valid JSON"),
+    ('[1, 2]', r"train\.jsonl:2: a row must be a JSON object"),
+])
+def test_json_rows_that_cannot_be_text_are_named_by_line(tmp_path, line, message):
+    good = json.dumps({"messages": [USER, {"role": "assistant", "content": "1 2 3"}]})
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.jsonl").write_text(f"{good}\n{line}\n{good}\n")
+    with pytest.raises(DataError, match=message):
+        load_mixture({str(tmp_path / "d"): 1.0}, ["train"], SFT_COLUMNS, seed=0)
+
+
+def test_empty_data_file_is_a_clear_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "train.jsonl").write_text("\n")
+    with pytest.raises(DataError, match=r"train\.jsonl: no rows"):
+        load_mixture({str(tmp_path / "d"): 1.0}, ["train"], SFT_COLUMNS, seed=0)

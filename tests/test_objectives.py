@@ -215,8 +215,8 @@ def test_a_key_of_another_objective_is_an_error_that_names_its_owner():
     ({"objective": "kto", "desirable_weight": 0}, "desirable_weight = 0"),
     ({"objective": "slic", "delta": -1.0}, "delta = -1.0"),
     ({"beta": 2.0, "gamma": 1.0, "gamma_beta_ratio": 0.5}, "both gamma and gamma_beta_ratio"),
-    ({"loss_type": "ipo"}, "loss_type = 'ipo': choose sigmoid or hinge"),
-    ({"reference_logps": "maybe"}, "reference_logps = 'maybe': choose cached or live"),
+    ({"loss_type": "ipo"}, "loss_type = 'ipo' must be one of sigmoid, hinge"),
+    ({"reference_logps": "maybe"}, "reference_logps = 'maybe' must be one of cached, live"),
 ])
 def test_objective_hyperparameters_are_checked(config, message):
     with pytest.raises(ConfigError, match=message):

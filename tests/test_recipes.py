@@ -1,5 +1,6 @@
 """The six paper recipes hold the paper's settings and methods; launching, planning and overriding them."""
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -288,9 +289,10 @@ def test_new_recipe_carries_only_model_independent_settings(family_workspace, tm
     assert "example, train split (scored tokens in [[ ]]):" in out
     assert "</s>]]" in out  # Mistral's end of turn closes the scored response
     config.write_text(config.read_text() + "chat_template: \"{{ raise_exception('System role not supported') }}\"\n")
-    with pytest.raises(SystemExit, match=r"my-model-simpo\.yaml: `chat_template` of the training config: .*"
-                                         r"TemplateError: System role not supported"):
+    with pytest.raises(SystemExit) as stop:
         plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"))
+    assert stop.value.code == 2 and re.search(r"my-model-simpo\.yaml: `chat_template` of the training config: .*"
+                                              r"TemplateError: System role not supported", capsys.readouterr().err)
     assert "exist(s)" in subprocess.run([sys.executable, str(REPO / "scripts/new_recipe.py"), "my-model", "--model",
                                          "m", "--root", str(tmp_path)], capture_output=True, text=True).stderr
 
@@ -306,3 +308,13 @@ def test_new_recipe_for_a_base_model_chains_sft_into_simpo(family_workspace, tmp
     out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-base.yaml"), "--num_processes", "4")
     assert out.count("example, train split") == 2  # SFT, then SimPO
     assert out.count("<|eot_id|>]]") >= 3  # the SFT turn, chosen and rejected
+
+
+@pytest.mark.parametrize("override, blamed", [
+    ("--preference.beta=-1", "command line --preference.beta: beta = -1.0: must be"),
+    ("--learning_rate=fast", "command line --learning_rate: learning_rate = 'fast' must be a number"),
+])
+def test_a_bad_override_of_make_plan_is_blamed_on_the_command_line(capsys, monkeypatch, override, blamed):
+    with pytest.raises(SystemExit) as stop:
+        plan(capsys, monkeypatch, str(REPO / "recipes/tiny.yaml"), override)
+    assert stop.value.code == 2 and f"error: {blamed}" in capsys.readouterr().err

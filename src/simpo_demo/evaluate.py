@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from simpo_demo.task import judge
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation.generation import GenerationSettings, generate
 from simpo_recipes.files import read_jsonl, write_atomic, write_json
 
@@ -160,7 +161,15 @@ def evaluate(models: dict[str, str], heldout: str | Path, output_dir: str | Path
     """Generate (cached), judge and compare `models` ({name: local path}, first = baseline), also
     through alpaca_eval when asked; writes results.md, results.json and results.png under `output_dir`."""
     out = Path(output_dir)
+    if not Path(heldout).is_file():
+        raise UserError(f"held-out prompts {heldout}: no such file (make demo-data writes it; or pass --heldout FILE)")
     records = read_jsonl(heldout)
+    if not records:
+        raise UserError(f"held-out prompts {heldout}: the file holds no rows")
+    for number, record in enumerate(records, start=1):
+        if not (isinstance(record, dict) and isinstance(record.get("prompt_id"), str)
+                and isinstance(record.get("instruction"), str)):
+            raise UserError(f"held-out prompts {heldout} row {number}: needs prompt_id and instruction (strings)")
     generations = {name: cached_generations(name, path, records, settings, out) for name, path in models.items()}
     summary = summarize(records, generations)
     if alpaca_eval and len(generations) > 1:

@@ -31,6 +31,10 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code shipped with the checkpoint. Off unless a recipe needs it."}
     )
+    fresh_start: bool = field(
+        default=False, metadata={"help": "Start from model_name_or_path even if output_dir holds a run (another "
+                                         "config, or finished): that run is moved to <output_dir>.previous-<time>."}
+    )
 
 
 @dataclass

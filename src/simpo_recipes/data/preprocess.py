@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from simpo_recipes.data.chat import BoundaryError, encode_conversation, encode_response
-from simpo_recipes.data.loading import DataError
+from simpo_recipes.data.loading import ORIGIN, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _tokenize_pair(row: dict, tokenizer: PreTrainedTokenizerBase, max_length: in
         if len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)) > max_length:
             raise RowError("longer than max_length")
     except (RowError, BoundaryError) as e:
-        return empty | {"drop_reason": str(e) if isinstance(e, RowError) else "tokens merge at prompt/response"}
+        return empty | {"drop_reason": str(e)}
     return {"prompt_input_ids": prompt_ids, "chosen_input_ids": chosen_ids,
             "rejected_input_ids": rejected_ids, "drop_reason": ""}
 
@@ -94,7 +94,7 @@ def _tokenize_conversation(row: dict, tokenizer: PreTrainedTokenizerBase, max_le
         input_ids, mask = encode_conversation(tokenizer, messages)
         if len(input_ids) > max_length:
             raise RowError("longer than max_length")
-    except RowError as e:
+    except (RowError, BoundaryError) as e:
         return {"input_ids": [], "assistant_masks": [], "drop_reason": str(e)}
     return {"input_ids": input_ids, "assistant_masks": mask, "drop_reason": ""}
 
@@ -109,12 +109,18 @@ def _drop_and_report(ds: Dataset, original: Dataset, name: str, max_bad_fraction
     malformed = sum(n for r, n in reasons.items() if r not in TOO_LONG)
     if kept == 0 or malformed > max_bad_fraction * total:
         bad_rows = [i for i, r in enumerate(ds["drop_reason"]) if r][:3]
-        examples = "\n".join(f"  row {i} ({ds[i]['drop_reason']}): {str(original[i])[:300]}" for i in bad_rows)
+        examples = "\n".join(f"  {_where(original[i], i)} ({ds[i]['drop_reason']}): "
+                             f"{str({k: v for k, v in original[i].items() if k != ORIGIN})[:300]}" for i in bad_rows)
         problem = ("no row is left" if kept == 0 else
                    f"{malformed} malformed rows exceed max_bad_fraction = {max_bad_fraction}")
         raise DataError("\n".join(lines) + f"\n{name}: {problem}. Examples:\n{examples}\n"
                         "Fix the data (or max_length), or raise max_bad_fraction to accept it.")
     return ds.filter(lambda r: r == "", input_columns="drop_reason").remove_columns("drop_reason")
+
+
+def _where(row: dict, index: int) -> str:
+    """The row's place in its source (file line, or row index before mixing), else its index here."""
+    return row.get(ORIGIN) or f"row {index}"
 
 
 def prepare_preferences(ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int, max_prompt_length: int,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation.judge import (
     Judge,
     check_reachable,
@@ -28,7 +29,7 @@ DEFAULT_JUDGE = "gpt-4-1106-preview"
 OFFICIAL_SIZE = 805  # the length-controlled fit knows the difficulty of these instructions only
 
 
-class AlpacaEvalError(RuntimeError):
+class AlpacaEvalError(UserError, RuntimeError):
     """Bad reference file, failed harness run or missing judgements; the message says what to do."""
 
 
@@ -125,7 +126,7 @@ def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge
     Returns the leaderboard row: win_rate, standard_error, length_controlled_winrate (or None
     with lc_note saying why), n_total, avg_length."""
     out = Path(output_dir).resolve()  # alpaca_eval reads a relative config path inside its own package
-    check_reachable(judge)
+    check_reachable(judge, logprobs=True)  # the weighted judge's verdict is in the logprobs
     n_rows = len(json.loads(Path(model_outputs).read_text()))
     lc_note = length_controlled_note(n_rows)
     # a Python literal: alpaca_eval's command line (fire) reads JSON's null as the string 'null',

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation.judge import (
     Judge,
     check_reachable,
@@ -37,7 +38,7 @@ MARKDOWN = {"header_count": {f"h{i}": rf"^#{{{i}}}\s" for i in range(1, 7)},
             "bold_count": {"**": r"\*\*[^*\n]+\*\*", "__": r"__[^_\n]+__"}}
 
 
-class ArenaHardError(RuntimeError):
+class ArenaHardError(UserError, RuntimeError):
     """No checkout, a malformed answer file or a failed harness run; the message says what to do."""
 
 

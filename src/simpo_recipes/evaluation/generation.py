@@ -23,6 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -303,6 +304,8 @@ def generate(path: str | Path, model_path: str | Path, requests: list[dict], set
     from simpo_recipes.data.chat import encode_prompt
 
     path = Path(path)
+    if not (Path(model_path) / "config.json").is_file():
+        raise UserError(f"no model in {model_path} (no config.json): train it first (make train) or fix the path")
     meta_path = path.with_suffix(".meta.json")
     fingerprint = _fingerprint(model_path, settings)
     keys = {r["id"]: _request_key(r, settings) for r in requests}

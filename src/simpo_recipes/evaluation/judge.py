@@ -19,10 +19,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """The judge is not configured or cannot be reached; nothing was judged."""
 
 
@@ -51,24 +53,47 @@ def judge_from_env(default_model: str) -> Judge:
                  base_url=os.environ.get("JUDGE_BASE_URL", DEFAULT_BASE_URL).rstrip("/"), api_key=key)
 
 
-def check_reachable(judge: Judge, timeout: float = 60.0) -> None:
-    """One tiny chat completion, so an unreachable or misconfigured judge fails once, clearly,
-    before a harness retries every item for minutes."""
-    body = json.dumps({"model": judge.model, "messages": [{"role": "user", "content": "ping"}],
-                       "max_tokens": 1}).encode()
-    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=body, headers={
+def _what(raw: bytes, content_type: str) -> str:
+    """How to describe a body that is not the answer expected."""
+    if content_type == "text/html" or raw.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return "an HTML page (a web page, not an API: JUDGE_BASE_URL must be the API's base URL, usually ending in /v1)"
+    return f"{content_type or 'a body'} {raw[:160]!r}"
+
+
+def check_reachable(judge: Judge, timeout: float = 60.0, logprobs: bool = False) -> None:
+    """One tiny chat completion, so an unreachable, misconfigured or incompatible judge fails once,
+    clearly, before a harness retries every item for minutes (or fails on an answer it cannot parse).
+    `logprobs`: the harness reads the answer's token log-probabilities (AlpacaEval's weighted judge)."""
+    payload = {"model": judge.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    if logprobs:
+        payload |= {"logprobs": True, "top_logprobs": 2}
+    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=json.dumps(payload).encode(), headers={
         "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
+    where = f"judge {judge.model!r} at {judge.base_url}"
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            json.load(response)
+            raw, content_type = response.read(), response.headers.get_content_type()
     except urllib.error.HTTPError as e:
-        detail = e.read().decode(errors="replace")[:300]
-        raise JudgeError(f"judge {judge.model!r} at {judge.base_url} answered HTTP {e.code}: {detail}. "
+        raw = e.read()
+        detail = _what(raw, e.headers.get_content_type()) if raw.lstrip()[:1] == b"<" else \
+            raw.decode(errors="replace")[:300]
+        raise JudgeError(f"{where} answered HTTP {e.code}: {detail}. "
                          "Check JUDGE_BASE_URL, JUDGE_API_KEY and JUDGE_MODEL; nothing was judged") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise JudgeError(f"judge {judge.model!r} at {judge.base_url} cannot be reached ({reason}). "
+        raise JudgeError(f"{where} cannot be reached ({reason}). "
                          "Check JUDGE_BASE_URL and the network, then rerun: judging resumes") from None
+    try:
+        choice = json.loads(raw)["choices"][0]
+        if not isinstance(choice["message"]["content"], str):
+            raise TypeError
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise JudgeError(f"{where} answered with {_what(raw, content_type)}, not an OpenAI chat completion "
+                         "(choices[0].message.content): it is not an OpenAI-compatible judge; nothing was judged") from None
+    if logprobs and not (choice.get("logprobs") or {}).get("content"):
+        raise JudgeError(f"{where} returns no token log-probabilities (logprobs / top_logprobs), which AlpacaEval's "
+                         "weighted judge reads its verdict from: use a judge model and server that return them; "
+                         "nothing was judged")
 
 
 def run_logged(what: str, command: list[str], log: str | Path, error: type[Exception], echo: bool = True,

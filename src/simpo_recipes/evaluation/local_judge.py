@@ -102,6 +102,9 @@ class ProgramJudge:
                     content, logprobs, protocol = judge.answer(request.get("messages", []))
                 except ValueError as e:
                     return self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
+                if logprobs is None and request.get("logprobs"):  # as OpenAI's API: asked for, they come
+                    token = {"token": content, "logprob": 0.0, "bytes": list(content.encode())}
+                    logprobs = {"content": [token | {"top_logprobs": [token]}]}
                 with judge._lock:
                     judge.calls[protocol] = judge.calls.get(protocol, 0) + 1
                 self._send(200, {

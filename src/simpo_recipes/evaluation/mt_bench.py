@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.evaluation.judge import (
     Judge,
     check_reachable,
@@ -39,7 +40,7 @@ CATEGORY_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "mat
 MAX_NEW_TOKENS = 1024
 
 
-class MTBenchError(RuntimeError):
+class MTBenchError(UserError, RuntimeError):
     """Missing data, a failed fschat run or failed judgements; the message says what to do."""
 
 

@@ -74,9 +74,11 @@ def recipe_topology(recipe, accelerate_config: str | None, num_processes: int | 
     return detect_topology(config, num_processes, gpus, **multi_node), note
 
 
-def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology, plan: bool = False) -> tuple:
+def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology, plan: bool = False,
+                  origins: dict[str, str] | None = None) -> tuple:
     """(configs, accelerate launch command) of one stage, validated before any stage starts: its
-    config, what it reports to, and (when it will run here) quantization on this hardware."""
+    config (errors name where a value came from: `origins`), what it reports to, and (when it will
+    run here) quantization on this hardware."""
     import torch
 
     from simpo_recipes.config.parsing import parse_config
@@ -85,8 +87,8 @@ def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology,
 
     stage_args = stage_args + (["--use_cpu=true"] if topology.use_cpu else [])
     # a GPU-less machine can only validate bf16 as CPU
-    check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
-    configs = parse_config(stage.stage, check_args)
+    check_args = stage_args + ([] if torch.cuda.is_available() or topology.use_cpu else ["--use_cpu=true"])
+    configs = parse_config(stage.stage, check_args, origins)
     check_report_to(configs[2].report_to)
     if not plan:
         check_quantization(configs[3], topology.use_cpu)
@@ -96,7 +98,8 @@ def prepare_stage(stage, script: str, stage_args: list[str], topology: Topology,
 def launch_command(topology: Topology, mixed_precision: str) -> list[str]:
     """`accelerate launch` with the topology; the precision follows the stage's bf16/fp16, since
     DeepSpeed refuses a config whose precision differs from the training arguments'."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", topology.accelerate_config,
+    # --quiet: a failing stage prints its own message, not the launcher's traceback of the subprocess call
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", topology.accelerate_config,
                "--num_processes", str(topology.num_processes), "--mixed_precision", mixed_precision]
     if topology.num_machines > 1:
         command += ["--num_machines", str(topology.num_machines), "--machine_rank", str(topology.machine_rank),

@@ -222,6 +222,19 @@ def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None =
     --sft.model_name_or_path); both win over the chaining and the method. `from_sft` skips the stages
     before the preference stage and starts it from that model instead ('published': the recipe's
     published_sft)."""
+    return [(stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)])
+            for stage, settings, _ in _stage_settings(recipe, extra, from_sft, method)]
+
+
+def override_origins(recipe: Recipe, extra: list[str] = (), from_sft: str | None = None,
+                     method: str | None = None) -> list[dict[str, str]]:
+    """For each stage of `stage_commands`, where each of its --key=value comes from, for error messages."""
+    return [origins for _, _, origins in _stage_settings(recipe, extra, from_sft, method)]
+
+
+def _stage_settings(recipe: Recipe, extra: list[str], from_sft: str | None,
+                    method: str | None) -> list[tuple[Stage, dict, dict]]:
+    """(stage, its overrides, where each override comes from) for each stage to run."""
     common, specific = {}, {name: {} for name in STAGE_SCRIPTS}
     for key, value in parse_overrides(list(extra)).items():
         stage_name, dot, stage_key = key.partition(".")
@@ -248,16 +261,22 @@ def stage_commands(recipe: Recipe, extra: list[str] = (), from_sft: str | None =
                               + ("it has no preference stage" if first is None else "it names no published_sft; "
                                  "give a model folder or hub name instead"))
         stages = stages[first:]
-    commands = []
+    result = []
     for stage in stages:
-        chained = {"model_name_or_path": previous} if previous is not None else {}
         selected = {}
         if stage.stage == "preference" and method is not None:
             selected = method_settings | {"output_dir": method_output_dir(stage, method)}
-        settings = stage.overrides | chained | selected | common | specific[stage.stage]
-        commands.append((stage, [str(recipe.root / STAGE_SCRIPTS[stage.stage]), stage.config, *_as_args(settings)]))
+        layers = [(f"{recipe.name} recipe, stage {stage.stage} overrides", stage.overrides),
+                  ("--from_sft" if from_sft is not None and not result else "the previous stage's output_dir",
+                   {"model_name_or_path": previous} if previous is not None else {}),
+                  (f"{recipe.name} recipe, method {method}", selected),
+                  ("command line --{key}", common),
+                  (f"command line --{stage.stage}.{{key}}", specific[stage.stage])]
+        settings = {k: v for _, layer in layers for k, v in layer.items()}
+        origins = {k: label.format(key=k) for label, layer in layers for k in layer}
+        result.append((stage, settings, origins))
         previous = settings.get("output_dir") or stage_output_dir(stage)
-    return commands
+    return result
 
 
 def method_output_dir(stage: Stage, method: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback
 
-from simpo_recipes.files import read_jsonl
+from simpo_recipes.files import read_jsonl, write_jsonl
 
 # panel title -> (logged series, y label); a panel is drawn when the run logged one of its series
 PANELS = {
@@ -20,17 +20,15 @@ PANELS = {
 
 class MetricsFileCallback(TrainerCallback):
     """Appends every log to `output_dir/metrics.jsonl`; on resume, lines after the checkpoint's
-    step are removed first, so a crash and rerun neither loses nor duplicates a line."""
+    step (and a last line torn by a kill) are removed first, so a crash and rerun neither loses nor
+    duplicates a line."""
 
     def __init__(self, output_dir: str) -> None:
         self.path = Path(output_dir) / "metrics.jsonl"
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [line for line in read_metrics(self.path) if line["step"] <= state.global_step]
-        self.path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+        if state.is_world_process_zero:
+            write_jsonl(self.path, [line for line in read_metrics(self.path) if line["step"] <= state.global_step])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -43,7 +41,8 @@ class MetricsFileCallback(TrainerCallback):
 
 
 def read_metrics(path: Path) -> list[dict]:
-    return read_jsonl(path) if path.exists() else []
+    """The lines of metrics.jsonl; a last line torn by a kill while it was written is left out."""
+    return read_jsonl(path, torn_tail_ok=True) if path.exists() else []
 
 
 FINAL_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected")

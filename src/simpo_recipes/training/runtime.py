@@ -1,4 +1,4 @@
-"""What both training scripts do around the trainer: logging, loading, resuming, saving."""
+"""What both training scripts do around the trainer: logging, the run folder, loading, saving."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +14,6 @@ from transformers import (
     PreTrainedTokenizerBase,
     TrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from simpo_recipes.config.arguments import (
     ConfigError,
@@ -24,10 +23,9 @@ from simpo_recipes.config.arguments import (
     batch_arithmetic,
     planned_batch,
 )
-from simpo_recipes.config.parsing import to_yaml
 from simpo_recipes.data.chat import ChatTemplateError, check_template
-from simpo_recipes.data.loading import DataError
 from simpo_recipes.pipeline.launch import check_fsdp
+from simpo_recipes.training.divergence import DivergedError, weights_finite
 from simpo_recipes.training.lora import (
     add_adapters,
     check_quantization,
@@ -35,6 +33,7 @@ from simpo_recipes.training.lora import (
     save_merged,
 )
 from simpo_recipes.training.model_card import write_model_card
+from simpo_recipes.training.run_folder import RunFolder, claim
 from simpo_recipes.training.tracking import check_report_to
 
 logger = logging.getLogger("simpo_recipes")
@@ -48,25 +47,23 @@ def setup_logging(args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity_warning()
 
 
-def run_cli(main) -> None:
-    """Run a script's main(); configuration and data problems end with their message, not a traceback."""
-    try:
-        main()
-    except (ConfigError, DataError, ChatTemplateError) as e:
-        sys.exit(f"error: {e}")
-
-
-def announce(configs: tuple, args: TrainingArguments) -> None:
-    """Check the launch fits this machine, print the batch arithmetic and save the resolved config
-    beside the run's outputs."""
+def announce(configs: tuple, args: TrainingArguments) -> RunFolder:
+    """Check the launch fits this machine, print the batch arithmetic, and claim output_dir (one
+    run at a time, resuming only the run it holds; a finished stage ends here). Returns the claim."""
     check_fsdp(os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true", use_cpu(args))
     check_report_to(args.report_to)
     for lora_args in (c for c in configs if isinstance(c, LoraArguments)):
         check_quantization(lora_args, use_cpu(args))
     logger.info(batch_arithmetic(args))
-    if args.process_index == 0:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.output_dir) / "run_config.yaml").write_text(to_yaml(configs))
+    return claim(configs)
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (`owner/name`): absolute, relative (./, ~), deeper than one
+    slash, or under a folder that exists here."""
+    path = Path(name).expanduser()
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or path.exists()
+            or (len(path.parts) > 1 and Path(path.parts[0]).is_dir()))
 
 
 def _from_pretrained(loader, name: str, **kwargs):
@@ -75,6 +72,9 @@ def _from_pretrained(loader, name: str, **kwargs):
     except OSError as e:
         if Path(name).is_dir():
             raise
+        if _looks_local(name):
+            raise ConfigError(f"model_name_or_path {name!r}: no such model folder here (run the stage that writes "
+                              "it first, or fix the path)") from None
         offline = " (HF_HUB_OFFLINE=1)" if os.environ.get("HF_HUB_OFFLINE") == "1" else ""
         raise ConfigError(
             f"model_name_or_path {name!r} is not a local folder and is not in the Hugging Face cache{offline}: "
@@ -124,18 +124,12 @@ def load_model(model_args: ModelArguments, args: TrainingArguments, lora_args: L
     return model
 
 
-def resume_checkpoint(args: TrainingArguments) -> str | None:
-    """Rerunning the same command continues from the last checkpoint in output_dir."""
-    if not Path(args.output_dir).is_dir():
-        return None
-    checkpoint = get_last_checkpoint(args.output_dir)
-    if checkpoint:
-        logger.info("resuming from %s", checkpoint)
-    return checkpoint
-
-
-def save_final(trainer: transformers.Trainer, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Model + tokenizer (chat template included), loadable with the Auto classes, and the model card."""
+def save_final(trainer: transformers.Trainer, tokenizer: PreTrainedTokenizerBase, run: RunFolder) -> None:
+    """Model + tokenizer (chat template included), loadable with the Auto classes, and the model card;
+    then the stage is marked finished. Non-finite weights are never saved as the final model."""
+    if not weights_finite(trainer.model, trainer.args.device):
+        raise DivergedError(f"the trained weights are not finite (NaN/inf): no final model was saved in "
+                            f"{trainer.args.output_dir}. Try a lower learning_rate or max_grad_norm")
     if trainer.is_world_process_zero():
         write_model_card(trainer.args.output_dir, planned_batch(trainer.args)[2])
     # with push_to_hub, Trainer.push_to_hub writes TRL's / transformers' card over ours before uploading
@@ -149,3 +143,4 @@ def save_final(trainer: transformers.Trainer, tokenizer: PreTrainedTokenizerBase
         trainer.model.config.use_cache = True
         trainer.model.config.save_pretrained(trainer.args.output_dir)
     logger.info("saved final model to %s", trainer.args.output_dir)
+    run.finish(trainer)
