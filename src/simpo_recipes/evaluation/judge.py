@@ -40,21 +40,27 @@ def judge_from_env(default_model: str) -> Judge:
                  base_url=os.environ.get("JUDGE_BASE_URL", DEFAULT_BASE_URL).rstrip("/"), api_key=key)
 
 
+def chat_completion(judge: Judge, messages: list[dict], max_tokens: int, timeout: float = 60.0,
+                    temperature: float = 0.0) -> str:
+    """The judge's answer to `messages` (one request; urllib errors propagate)."""
+    body = json.dumps({"model": judge.model, "messages": messages, "max_tokens": max_tokens,
+                       "temperature": temperature}).encode()
+    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=body, headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)["choices"][0]["message"]["content"]
+
+
 def check_reachable(judge: Judge, timeout: float = 60.0) -> None:
     """One tiny chat completion, so an unreachable or misconfigured judge fails once, clearly,
     before a harness retries every item for minutes."""
-    body = json.dumps({"model": judge.model, "messages": [{"role": "user", "content": "ping"}],
-                       "max_tokens": 1}).encode()
-    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=body, headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            json.load(response)
+        chat_completion(judge, [{"role": "user", "content": "ping"}], max_tokens=1, timeout=timeout)
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")[:300]
         raise JudgeError(f"judge {judge.model!r} at {judge.base_url} answered HTTP {e.code}: {detail}. "
                          "Check JUDGE_BASE_URL, JUDGE_API_KEY and JUDGE_MODEL; nothing was judged") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         reason = getattr(e, "reason", e)
         raise JudgeError(f"judge {judge.model!r} at {judge.base_url} cannot be reached ({reason}). "
                          "Check JUDGE_BASE_URL and the network, then rerun: judging resumes") from None

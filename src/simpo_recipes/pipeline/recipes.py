@@ -10,6 +10,7 @@ from typing import Any
 
 from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.config.parsing import build, parse_overrides, read_yaml
+from simpo_recipes.onpolicy.config import OnPolicyConfig
 
 STAGE_SCRIPTS = {"sft": "scripts/run_sft.py", "simpo": "scripts/run_simpo.py"}
 
@@ -71,7 +72,7 @@ class Hardware:
             raise ConfigError(f"hardware: gpus and gpu_memory_gb must be ≥ 1, got {self.gpus}, {self.gpu_memory_gb}")
 
 
-NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware}
+NESTED = {"generation": Generation, "paper_results": PaperResults, "hardware": Hardware, "onpolicy": OnPolicyConfig}
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Recipe:
         "help": "The paper's SFT checkpoint: `--from_sft published` starts SimPO from it, skipping SFT."})
     paper_results: PaperResults | None = field(default=None, metadata={"help": "The paper's numbers."})
     hardware: Hardware | None = field(default=None, metadata={"help": "GPUs and memory of a full run."})
+    onpolicy: OnPolicyConfig | None = field(default=None, metadata={
+        "help": "How `make onpolicy` builds this recipe's on-policy preference data."})
     root: Path = field(init=False, default=Path("."), metadata={"help": "The repository holding recipes/."})
 
     def __post_init__(self) -> None:
