@@ -18,7 +18,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 .PHONY: help install test demo demo-data demo-model train plan demo-eval onpolicy demo-onpolicy eval table bench clean
 
 help:  ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  recipes: $(notdir $(basename $(wildcard recipes/*.yaml)))"
 
 $(VENV)/.installed: requirements.txt pyproject.toml

@@ -58,7 +58,7 @@ class _Classifier:
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 name, dtype=config.dtype, output_loading_info=True, **remote)
         except ValueError as e:
-            if "trust_remote_code" in str(e) and not config.trust_remote_code:
+            if "custom code" in str(e) and not config.trust_remote_code:
                 raise RewardModelError(
                     f"reward model {name!r} ships its own model code: if you trust it, set "
                     "`reward_model: {trust_remote_code: true}` in the recipe's onpolicy block") from None
@@ -66,11 +66,14 @@ class _Classifier:
         except OSError as e:
             raise RewardModelError(f"reward model {name!r} cannot be loaded ({str(e)[:300]}); download it or "
                                    "point reward_model.name at a local folder") from None
-        missing = info["missing_keys"]
+        missing = sorted(info["missing_keys"])
         if missing:
+            custom = getattr(model.config, "auto_map", None) and not config.trust_remote_code
             raise RewardModelError(
                 f"reward model {name!r}: {len(missing)} weight(s) are not in the checkpoint (e.g. {missing[0]}), so "
-                "they would be random: it is not a trained sequence-classification model")
+                "they would be random: it is not a trained sequence-classification model for transformers' own "
+                "class" + ("; its config names model code of its own (auto_map): if you trust it, set "
+                           "`reward_model: {trust_remote_code: true}` in the recipe's onpolicy block" if custom else ""))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model.to(device).eval()
         pad = model.config.pad_token_id
