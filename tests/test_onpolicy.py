@@ -170,13 +170,13 @@ class ScoreModel(LlamaPreTrainedModel):
 '''
 
 
-def test_custom_model_code_runs_only_when_the_config_says_so(ws, tmp_path):
+def _custom_code_reward_model(source: Path, folder: Path) -> Path:
+    """The tiny reward model with ArmoRM's shape: its own model code, head and output."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    folder = tmp_path / "custom_rm"
-    shutil.copytree(ws["rm"], folder)
+    shutil.copytree(source, folder)
     (folder / "modeling_score.py").write_text(CUSTOM_CODE)
     weights = load_file(folder / "model.safetensors")
     weights["regression.weight"] = weights.pop("score.weight")
@@ -185,6 +185,11 @@ def test_custom_model_code_runs_only_when_the_config_says_so(ws, tmp_path):
     config |= {"architectures": ["ScoreModel"],  # as ArmoRM's: a llama config naming its own model class
                "auto_map": {"AutoModelForSequenceClassification": "modeling_score.ScoreModel"}}
     (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_custom_model_code_runs_only_when_the_config_says_so(ws, tmp_path):
+    folder = _custom_code_reward_model(ws["rm"], tmp_path / "custom_rm")
     rm_config = RewardModelConfig(type="sequence_classification", name=str(folder))
     with pytest.raises(RewardModelError, match="trust_remote_code: true"):
         load_reward_model(rm_config)  # transformers' own Llama class would leave the head random
@@ -387,3 +392,27 @@ def test_kill_during_sampling_and_scoring_then_rerun_loses_and_duplicates_nothin
         assert {r[field]: r for r in rows} == {r[field]: r for r in read_jsonl(clean / f"{part}.jsonl")}  # none lost
     for split in ("train", "test"):
         assert (killed / f"{split}.jsonl").read_bytes() == (clean / f"{split}.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_make_onpolicy_runs_an_armorm_recipe_on_tiny_models(ws, tmp_path):
+    """`make onpolicy MODEL=llama3-instruct-v0.2` with only model, prompts, reward model folder, sizes
+    and output overridden: UltraFeedback's split names, and trust_remote_code from the recipe alone."""
+    import shutil
+
+    from conftest import run_make
+
+    prompts = tmp_path / "ultrafeedback"
+    prompts.mkdir()
+    for split in ("train", "test"):
+        shutil.copy(ws["root"] / "demo" / "prefs" / f"{split}.jsonl", prompts / f"{split}_prefs.jsonl")
+    rm = _custom_code_reward_model(ws["rm"], tmp_path / "armorm_like")
+    out = tmp_path / "out"
+    args = (f"--model={ws['policy']} --prompts={prompts} --reward_model.name={rm} --reward_model.dtype=float32 "
+            f"--max_new_tokens=12 --batch_size=8 --output_dir={out}")
+    result = run_make(REPO, "--no-print-directory", "onpolicy", "MODEL=llama3-instruct-v0.2", f"ARGS={args}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["seeds"] == [13, 21, 42, 79, 100] and report["reward_model"] == str(rm)
+    assert report["splits"]["train"]["prompts"] == 6 and report["splits"]["test"]["prompts"] == 3
+    assert "| train | 6 |" in result.stdout and len(read_jsonl(out / "samples" / "train.jsonl")) == 30

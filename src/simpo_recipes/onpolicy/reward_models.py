@@ -113,10 +113,13 @@ class _Classifier:
         return score.float().reshape(-1).tolist()
 
 
-class SequenceClassificationReward(RewardModel):
+class _ClassifierReward(RewardModel):
     def __init__(self, config: RewardModelConfig) -> None:
         super().__init__(config)
         self.classifier = _Classifier(config)
+
+
+class SequenceClassificationReward(_ClassifierReward):
 
     def score(self, prompts, responses):
         from simpo_recipes.data.chat import encode_conversation
@@ -144,11 +147,7 @@ def aggregate_pairwise(n: int, p_first_wins: dict[tuple[int, int], float | None]
     return scores
 
 
-class PairwiseReward(RewardModel):
-    def __init__(self, config: RewardModelConfig) -> None:
-        super().__init__(config)
-        self.classifier = _Classifier(config)
-
+class PairwiseReward(_ClassifierReward):
     def score(self, prompts, responses):
         tokenizer = self.classifier.tokenizer
         pairs = [(k, i, j) for k, answers in enumerate(responses) for i in range(len(answers))
