@@ -93,6 +93,10 @@ def test_a_sample_depends_on_its_prompt_and_seed_only(ws, tmp_path):
     lines = (tmp_path / "a.jsonl").read_text()
     assert generate(tmp_path / "a.jsonl", ws["policy"], REQUESTS, settings) == first
     assert (tmp_path / "a.jsonl").read_text() == lines  # nothing generated twice
+    # requests without a seed (the benchmarks') use the settings' seed: two runs answer alike
+    unseeded = [{k: v for k, v in r.items() if k != "seed"} for r in REQUESTS[::3]]
+    runs = [generate(tmp_path / f"run{k}.jsonl", ws["policy"], unseeded, settings) for k in range(2)]
+    assert [r["output"] for r in runs[0]] == [r["output"] for r in runs[1]]
 
 
 def test_truncated_means_the_token_limit_came_before_an_end_of_turn(ws, tmp_path):

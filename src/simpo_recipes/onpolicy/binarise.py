@@ -138,6 +138,7 @@ def plot_margins(margins: dict[str, list[float]], report: dict, path: Path) -> N
     bars.barh(labels[::-1], counts[::-1], color="tab:gray")
     for y, n in enumerate(counts[::-1]):
         bars.text(n, y, f" {n}", va="center")
+    bars.set_xlim(0, 1.15 * max(counts + [1]))  # room for the value labels
     bars.set_title("Prompts kept and dropped")
     bars.set_xlabel("prompts")
     fig.tight_layout()
