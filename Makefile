@@ -9,9 +9,10 @@ DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
 DEMO_MODELS ?= sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo
 # make train / make plan: NUM_GPUS= world size (default: every GPU found), ACCELERATE_CONFIG= topology
-# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, ARGS= more --key=value overrides.
+# (default: the recipe's), FROM_SFT=published|MODEL skips SFT, OBJECTIVE=<method> runs the preference stage as
+# one of the recipe's methods (dpo, ipo, ...), ARGS= more --key=value overrides.
 TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CONFIG),--accelerate_config \
-	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(ARGS)
+	$(ACCELERATE_CONFIG)) $(if $(FROM_SFT),--from_sft $(FROM_SFT)) $(if $(OBJECTIVE),--objective $(OBJECTIVE)) $(ARGS)
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
@@ -62,14 +63,17 @@ demo-onpolicy: $(VENV)/.installed  ## make demo, plus SimPO on the SFT model's o
 	$(MAKE) --no-print-directory train MODEL=tiny
 	$(MAKE) --no-print-directory onpolicy MODEL=tiny
 	$(OFFLINE) $(PY) scripts/train.py recipes/tiny.yaml --from_sft $(DEMO_OUT)/sft \
-		"--simpo.dataset_mixer={$(DEMO_DATA)/onpolicy: 1.0}" --simpo.output_dir=$(DEMO_OUT)/simpo-onpolicy
+		"--preference.dataset_mixer={$(DEMO_DATA)/onpolicy: 1.0}" --preference.output_dir=$(DEMO_OUT)/simpo-onpolicy
 	$(MAKE) --no-print-directory demo-eval \
 		DEMO_MODELS="sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo simpo-onpolicy=$(DEMO_OUT)/simpo-onpolicy"
 
-# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL).
+# Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL), or
+# JUDGE=local: the demo's program on 127.0.0.1 (offline, AlpacaEval 2 on the demo's held-out prompts).
+# DECODING=reference (default: as the paper's numbers were decoded) or as_configured.
 EVAL_ARGS ?=
-eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (EVAL_ARGS=...)
-	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_ARGS)
+EVAL_FLAGS = $(if $(JUDGE),--judge $(JUDGE)) $(if $(DECODING),--decoding $(DECODING)) $(EVAL_ARGS)
+eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MODEL).yaml's model (JUDGE=local, DECODING=, EVAL_ARGS=)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/evaluate.py recipes/$(MODEL).yaml $(EVAL_FLAGS)
 
 table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
 	$(PY) scripts/make_table.py

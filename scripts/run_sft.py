@@ -6,7 +6,6 @@ import logging
 from transformers import set_seed
 from trl import SFTTrainer
 
-from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config
 from simpo_recipes.data.loading import SFT_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_conversations
@@ -25,7 +24,7 @@ logger = logging.getLogger("simpo_recipes")
 
 
 def main() -> None:
-    model_args, data_args, args, lora_args = parse_config(STAGE_CONFIGS["sft"])
+    model_args, data_args, args, lora_args = parse_config("sft")
     setup_logging(args)
     set_seed(args.seed)
     announce((model_args, data_args, args, lora_args), args)

@@ -3,11 +3,12 @@
 recipes/<name>.yaml in order, each launched with `accelerate launch` over every GPU found and
 starting from the previous stage's output.
 
-    python scripts/train.py recipes/llama3-base.yaml [--plan] [--num_processes N]
+    python scripts/train.py recipes/llama3-base.yaml [--plan] [--num_processes N] [--objective METHOD]
         [--accelerate_config PATH] [--from_sft published|MODEL] [--key=value] [--<stage>.key=value]
 
---key=value overrides every stage's training config; --sft.key=value or --simpo.key=value one kind
-of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
+--objective runs the preference stage as one of the recipe's `methods` (DPO, IPO, ..., into its own
+folder). --key=value overrides every stage's training config; --sft.key=value or
+--preference.key=value one kind of stage. total_batch_size is kept on any process count (gradient accumulation adapts). Every
 stage's config is validated before the first one starts. Multi-node: scripts/slurm_train.sh."""
 import argparse
 import subprocess
@@ -15,7 +16,6 @@ import sys
 
 import torch
 
-from simpo_recipes.config.arguments import STAGE_CONFIGS
 from simpo_recipes.config.parsing import parse_config
 from simpo_recipes.pipeline.launch import (
     describe_stage,
@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--num_processes", type=int, default=None,
                         help="World size over all machines (NUM_GPUS=); default: every GPU found.")
     parser.add_argument("--from_sft", default=None, metavar="published|MODEL",
-                        help="Skip the SFT stage; start SimPO from the paper's SFT checkpoint or from MODEL.")
+                        help="Skip the SFT stage; start the preference stage from the paper's SFT checkpoint or MODEL.")
+    parser.add_argument("--objective", default=None, metavar="METHOD",
+                        help="Run the preference stage as one of the recipe's methods (OBJECTIVE=), e.g. dpo.")
     parser.add_argument("--num_machines", type=int, default=1)
     parser.add_argument("--machine_rank", type=int, default=0)
     parser.add_argument("--main_process_ip", default=None)
@@ -55,20 +57,23 @@ def main() -> None:
     print(f"[{recipe.name}] {topology.num_processes} process(es) on {'CPU' if topology.use_cpu else 'GPU'}, "
           f"{topology.distributed_type} ({topology.accelerate_config})", flush=True)
 
-    stages = stage_commands(recipe, overrides, args.from_sft)
+    stages = stage_commands(recipe, overrides, args.from_sft, args.objective)
     launches = []
     for i, (stage, (script, *stage_args)) in enumerate(stages, start=1):
         if topology.use_cpu:
             stage_args.append("--use_cpu=true")
         # validate here, before any stage starts; a GPU-less machine can only validate bf16 as CPU
         check_args = stage_args + ([] if torch.cuda.is_available() else ["--use_cpu=true"])
-        configs = parse_config(STAGE_CONFIGS[stage.stage], check_args)
+        configs = parse_config(stage.stage, check_args)
         if not args.plan:
             check_quantization(configs[3], topology.use_cpu)
         launches.append(launch_command(topology, mixed_precision(configs[2])) + [script, *stage_args])
         print(f"[{recipe.name}] stage {i}/{len(stages)} ({stage.stage}): {' '.join(stage_args)}", flush=True)
         if args.plan:
             print("\n".join(describe_stage(configs, topology, launches[-1])), flush=True)
+            if stage.stage == "preference" and args.objective:
+                method = recipe.methods[args.objective]
+                print(f"  method:          {args.objective} ({method.label}); values: {method.source}", flush=True)
     if args.plan:
         return
     for i, command in enumerate(launches, start=1):

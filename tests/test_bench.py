@@ -26,10 +26,10 @@ def test_make_bench_compares_the_contenders(tmp_path):
     assert "| trl-dpo |" in text and "step ÷ TRL-CPO" in text and "### Scaling with sequence length" in text
     results = json.loads(doc.with_suffix(".json").read_text())
     main = results["main"]["body-heavy"]
-    assert list(main) == ["ours", "ours-reference", "trl-cpo-simpo", "trl-dpo"]
+    assert list(main) == ["ours", "ours-reference", "ours-dpo", "trl-cpo-simpo", "trl-dpo"]
     for name in ("ours", "trl-cpo-simpo"):  # both equal the plain fp32 SimPO step
         assert main[name]["loss_diff"] <= 1e-5 and main[name]["grad_diff"] <= 1e-5, main[name]
-    assert main["trl-dpo"]["loss_diff"] is None  # another objective
+    assert main["trl-dpo"]["loss_diff"] is None and main["ours-dpo"]["loss_diff"] is None  # another objective
     assert all(r["peak_mib"] > 100 and r["step_s"] > 0 for r in main.values())
     assert set(results["scaling"]["sequence length"]["64"]) == {"ours", "trl-cpo-simpo"}
     assert doc.with_suffix(".png").stat().st_size > 10_000

@@ -1,7 +1,9 @@
 """Two processes on CPU: DDP and DeepSpeed ZeRO-3 (gloo) through the repository's accelerate configs
-keep the global batch of a one-process run and log metrics gathered over both ranks; FSDP, which
-accelerate would silently turn into DDP on CPU, stops with an error."""
+keep the global batch of a one-process run and log metrics gathered over both ranks — for SimPO and
+for DPO, whose cached reference pass runs under the same launch; FSDP, which accelerate would
+silently turn into DDP on CPU, stops with an error."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,9 +13,10 @@ import pytest
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.arguments import stage_types
 from simpo_recipes.config.parsing import build
 from simpo_recipes.data.preprocess import prepare_preferences
+from simpo_recipes.errors import ConfigError
 from simpo_recipes.training.reporting import read_metrics
 from simpo_recipes.training.runtime import announce
 
@@ -32,8 +35,9 @@ def eight_pairs(family_workspace, tmp_path_factory):
     return folder
 
 
-def simpo(launcher, output_dir, model, data):
-    command = [*launcher, str(REPO / "scripts/run_simpo.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
+def preference(launcher, output_dir, model, data, objective):
+    command = [*launcher, str(REPO / "scripts/run_preference.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
+               f"--objective={objective}",
                f"--model_name_or_path={model}", f"--dataset_mixer={{{data}: 1.0}}", "--dataset_splits=[train]",
                f"--output_dir={output_dir}", "--per_device_train_batch_size=2", f"--total_batch_size={PAIRS}",
                "--num_train_epochs=1", "--logging_steps=1", "--save_strategy=no", "--eval_strategy=no",
@@ -48,13 +52,14 @@ def accelerate(config, *flags):
 
 
 @pytest.mark.slow
-def test_two_processes_keep_the_global_batch_and_gather_metrics(family_workspace, eight_pairs, tmp_path):
+@pytest.mark.parametrize("objective", ["simpo", "dpo"])
+def test_two_processes_keep_the_global_batch_and_gather_metrics(objective, family_workspace, eight_pairs, tmp_path):
     model = family_workspace / "models/llama3"
     runs = {"one process": [], "DDP": accelerate("multi_gpu.yaml", "--mixed_precision", "no"),
             "ZeRO-3": accelerate("deepspeed_zero3.yaml", "--mixed_precision", "no")}
     logged = {}
     for name, launcher in runs.items():
-        code, log = simpo(launcher, tmp_path / name.replace(" ", "_"), model, eight_pairs)
+        code, log = preference(launcher, tmp_path / name.replace(" ", "_"), model, eight_pairs, objective)
         assert code == 0, f"{name}:\n{log[-4000:]}"
         world, accumulation = (1, 4) if name == "one process" else (2, 2)
         batch = f"world size {world} × per-device batch 2 × gradient accumulation {accumulation} = global batch 8"
@@ -72,6 +77,9 @@ def test_two_processes_keep_the_global_batch_and_gather_metrics(family_workspace
         # same starting weights, same 8 pairs: same loss and margins up to float summation order
         assert metrics["loss"] == pytest.approx(logged["one process"]["loss"], rel=1e-4), name
         assert metrics["rewards/margins"] == pytest.approx(logged["one process"]["rewards/margins"], abs=1e-4), name
+        if objective == "dpo":  # the cached pass scored the starting model row by row in order: log-ratios 0
+            assert metrics["loss"] == pytest.approx(math.log(2), abs=1e-5), name
+            assert metrics["rewards/chosen"] == pytest.approx(0.0, abs=1e-5), name
 
 
 def test_fsdp_on_cpu_is_an_error_not_silent_ddp(tmp_path, monkeypatch):
@@ -84,7 +92,7 @@ def test_fsdp_on_cpu_is_an_error_not_silent_ddp(tmp_path, monkeypatch):
     assert result.returncode == 0 and "ACCELERATE_USE_FSDP=true" in result.stdout, result.stderr[-2000:]
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     args = build({"model_name_or_path": "m", "dataset_mixer": {"d": 1.0}, "output_dir": str(tmp_path / "o"),
-                  "use_cpu": True}, STAGE_CONFIGS["simpo"], "fsdp.yaml")
+                  "use_cpu": True}, stage_types("preference"), "fsdp.yaml")
     with pytest.raises(ConfigError, match="FSDP needs GPUs; on CPU accelerate would silently run plain DDP"):
         announce(args, args[2])
     assert not (tmp_path / "o").exists()

@@ -1,5 +1,6 @@
-"""Every stage of each family's real recipe, and a reference-repository config, run 2 optimizer
-steps on tiny random models of the same architecture through the real scripts.
+"""Every stage of each family's real recipe, one of its reference-needing methods (cached reference
+pass), and a reference-repository config, run 2 optimizer steps on tiny random models of the same
+architecture through the real scripts.
 
 Overridden on the command line, and nothing else: the model, the data folders, the output folders
 and sizes (max_steps, per-device batch, total batch, tokenization workers); `make train` picks the
@@ -23,10 +24,11 @@ ENV = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFF
 SIZES = ["--max_steps=2", "--per_device_train_batch_size=2", "--per_device_eval_batch_size=2",
          "--total_batch_size=4", "--preprocessing_num_workers=1"]
 FAMILIES = {  # family: (recipe, its stages' data folders in the workspace)
-    "llama3": ("llama3-base", {"sft": "ultrachat", "simpo": "ultrafeedback"}),
-    "mistral": ("mistral-base", {"sft": "ultrachat", "simpo": "ultrafeedback"}),
-    "gemma2": ("gemma2-9b-it", {"simpo": "on_policy"}),
+    "llama3": ("llama3-base", {"sft": "ultrachat", "preference": "ultrafeedback"}),
+    "mistral": ("mistral-base", {"sft": "ultrachat", "preference": "ultrafeedback"}),
+    "gemma2": ("gemma2-9b-it", {"preference": "on_policy"}),
 }
+REFERENCE_METHOD = {"llama3": "kto", "mistral": "dpo", "gemma2": "ipo"}
 
 
 def run(args, cwd, timeout=600):
@@ -51,7 +53,7 @@ def test_every_stage_of_the_family_recipe_trains_two_steps(family, family_worksp
     previous = None
     for stage in data:
         out = tmp_path / stage
-        config = read_yaml(REPO / f"training_configs/{recipe}-{stage}.yaml")
+        config = read_yaml(REPO / f"training_configs/{recipe}-{'sft' if stage == 'sft' else 'simpo'}.yaml")
         run_config = yaml.safe_load((out / "run_config.yaml").read_text())
         assert run_config["bf16"] and run_config["learning_rate"] == float(config["learning_rate"])
         assert run_config["attn_implementation"] == config["attn_implementation"]
@@ -63,6 +65,25 @@ def test_every_stage_of_the_family_recipe_trains_two_steps(family, family_worksp
         assert tokenizer.chat_template == config.get("chat_template", tokenizer.chat_template)
         AutoModelForCausalLM.from_pretrained(out)
         previous = stage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_reference_method_of_the_family_recipe_trains_with_the_cached_reference(family, family_workspace,
+                                                                                 tmp_path, make):
+    recipe, data = FAMILIES[family]
+    method = REFERENCE_METHOD[family]
+    out = tmp_path / method
+    overrides = [f"--dataset_mixer='{{{family_workspace / 'data' / data['preference']}: 1.0}}'", f"--output_dir={out}"]
+    log = make("train", f"MODEL={recipe}", f"OBJECTIVE={method}", f"FROM_SFT={family_workspace / 'models' / family}",
+               "ACCELERATE_CONFIG=accelerate_configs/cpu.yaml", f"ARGS={' '.join(overrides + SIZES)}")
+    assert f"objective {method}:" in log and "reference log-probs: 16 of 16 rows to score" in log
+    run_config = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert run_config["objective"] == method and run_config["reference_logps"] == "cached"
+    assert len(list((out / "reference_logps").glob("train-*/rows-*.safetensors"))) == 1
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics][-1] == 2 and "rewards/margins" in metrics[0]
+    AutoModelForCausalLM.from_pretrained(out)
 
 
 @pytest.mark.slow
@@ -79,6 +100,6 @@ def test_reference_repo_config_trains_unchanged(family_workspace, tmp_path):
     for old in ("torch_dtype", "evaluation_strategy", "warmup_ratio"):
         assert f"{old!r} is deprecated" in log
     assert "world size 1 × per-device batch 2 × gradient accumulation 2 = global batch 4" in log
-    assert "effective gamma 1.375 (gamma_beta_ratio × beta)" in log
+    assert "objective simpo:" in log and "effective_gamma 1.375" in log
     state = json.loads((tmp_path / "out/checkpoint-2/trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["max_steps"] == 2

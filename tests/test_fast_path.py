@@ -1,6 +1,5 @@
-"""The fast SimPO step (chunked LM head, padding-free packing, prefix sharing) against the reference
-path (full logits, padded [2B, T] batch): loss, every gradient and the logged metrics."""
-import copy
+"""The fast step (chunked LM head, padding-free packing, prefix sharing) against the reference path
+(full logits, padded [2B, T] batch), for every objective: loss, every gradient and the logged metrics."""
 import logging
 import os
 import subprocess
@@ -9,15 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig
+from preference_cases import VOCAB, perturbed, step, tiny_llama
+from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config
 
 from simpo_demo.task import write_demo_data
 from simpo_demo.tiny_models import build_tiny_model
-from simpo_recipes.config.arguments import ConfigError, SimPOConfig
+from simpo_recipes.config.arguments import ConfigError, PreferenceConfig
+from simpo_recipes.objectives import OBJECTIVES
 from simpo_recipes.training.collator import PairCollator
+from simpo_recipes.training.logps import response_logps
 from simpo_recipes.training.packing import PAIR_ATTENTION
 from simpo_recipes.training.reporting import read_metrics
-from simpo_recipes.training.trainer import SimPOTrainer
 
 REFERENCE = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
 FAST = {  # odd chunk sizes put chunk boundaries inside responses
@@ -26,24 +27,14 @@ FAST = {  # odd chunk sizes put chunk boundaries inside responses
     "prompt shared, a row per pair": dict(lm_head_chunk_size=7, padding_free=False, prefix_sharing=True),
     "packed + prompt shared (default)": {},
 }
-VOCAB = 97
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pairs(lengths=((5, 3, 7), (70, 4, 1), (2, 9, 9), (12, 1, 30))) -> list[dict]:
-    """Random ids; prompts from 2 to 70 tokens, rejected shorter and longer than chosen."""
-    g = torch.Generator().manual_seed(0)
-    ids = lambda n: torch.randint(1, VOCAB, (n,), generator=g).tolist()  # noqa: E731
-    return [{"prompt_input_ids": ids(p), "chosen_input_ids": ids(c), "rejected_input_ids": ids(r)}
-            for p, c, r in lengths]
 
 
 def tiny(family: str):
     torch.manual_seed(0)
     if family == "llama":
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, num_key_value_heads=2)
-    elif family == "gpt2":  # tied embeddings, and the body is `.transformer`, not `.model`
+        return tiny_llama()
+    if family == "gpt2":  # tied embeddings, and the body is `.transformer`, not `.model`
         config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256, resid_pdrop=0.0,
                             embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1)
     else:  # Gemma-2: eager attention, attention and final logit soft-capping, sliding window below 70
@@ -54,16 +45,13 @@ def tiny(family: str):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def step(model, tmp_path, rows=None, **config):
-    """One compute_loss + backward through the trainer's own collator: (loss, grads, metrics, trainer)."""
-    model = copy.deepcopy(model).train()
-    args = SimPOConfig(output_dir=str(tmp_path), beta=2.5, gamma=1.375, report_to="none", max_length=256,
-                       max_prompt_length=128, **config)
-    trainer = SimPOTrainer(model=model, args=args, data_collator=PairCollator(pad_token_id=0))
-    loss = trainer.compute_loss(model, trainer.data_collator(rows or pairs()))
-    loss.backward()
-    metrics = {k: v[0] for k, v in trainer._metrics["train"].items()}
-    return loss.item(), {n: p.grad for n, p in model.named_parameters()}, metrics, trainer
+def fast_step(model, tmp_path, name="simpo", **config):
+    """A step of `name`; reference objectives score π_ref live with `model` itself, the policy being a
+    perturbed copy, so that log-ratios are not zero."""
+    if OBJECTIVES[name].needs_reference:
+        return step(perturbed(model), name, tmp_path, ref_model=model, **config)
+    return step(model, name, tmp_path, objective_args={"beta": 2.5, "gamma": 1.375} if name == "simpo" else None,
+                **config)
 
 
 def assert_equal(got, want):
@@ -74,26 +62,33 @@ def assert_equal(got, want):
 
 
 @pytest.mark.parametrize("path", FAST)
-@pytest.mark.parametrize("sft_weight", [0.0, 0.5])
-def test_fast_paths_equal_the_reference(path, sft_weight, tmp_path):
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_fast_paths_equal_the_reference_for_every_objective(name, path, tmp_path):
     model = tiny("llama")
-    want = step(model, tmp_path, sft_weight=sft_weight, **REFERENCE)
-    got = step(model, tmp_path, sft_weight=sft_weight, **FAST[path])
+    want = fast_step(model, tmp_path, name, **REFERENCE)
+    got = fast_step(model, tmp_path, name, **FAST[path])
     assert_equal(got, want)
     assert got[2]["lengths/rejected"] == pytest.approx((7 + 1 + 9 + 30) / 4)
 
 
+def test_simpo_sft_weight_on_the_fast_path(tmp_path):
+    model = tiny("llama")
+    args = {"beta": 2.5, "gamma": 1.375, "sft_weight": 0.5}
+    assert_equal(step(model, "simpo", tmp_path, objective_args=args),
+                 step(model, "simpo", tmp_path, objective_args=args, **REFERENCE))
+
+
 def test_packing_with_gradient_checkpointing(tmp_path):
     model = tiny("llama")
-    assert_equal(step(model, tmp_path, gradient_checkpointing=True),
-                 step(model, tmp_path, gradient_checkpointing=True, **REFERENCE))
+    assert_equal(fast_step(model, tmp_path, "dpo", gradient_checkpointing=True),
+                 fast_step(model, tmp_path, "dpo", gradient_checkpointing=True, **REFERENCE))
 
 
 def test_tied_embeddings_and_a_body_not_called_model(tmp_path):
     model = tiny("gpt2")
-    got = step(model, tmp_path)
-    assert got[3].data_collator.prefix_sharing and got[3].chunked_head is not None
-    assert_equal(got, step(model, tmp_path, **REFERENCE))
+    got = fast_step(model, tmp_path)
+    assert got[3].data_collator.prefix_sharing and got[3].scorer.chunked_head is not None
+    assert_equal(got, fast_step(model, tmp_path, **REFERENCE))
 
 
 def test_lora_adapters(tmp_path):
@@ -102,31 +97,31 @@ def test_lora_adapters(tmp_path):
     model = get_peft_model(tiny("llama"), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     for adapter in (p for n, p in model.named_parameters() if "lora_B" in n):
         torch.nn.init.normal_(adapter, std=0.1)  # non-zero B: the adapters change the log-probs
-    got = step(model, tmp_path)
-    assert got[3].chunked_head is not None and got[3].data_collator.prefix_sharing
-    assert_equal(got, step(model, tmp_path, **REFERENCE))
+    got = fast_step(model, tmp_path)
+    assert got[3].scorer.chunked_head is not None and got[3].data_collator.prefix_sharing
+    assert_equal(got, fast_step(model, tmp_path, **REFERENCE))
 
 
 def test_gemma2_keeps_padded_batches_and_soft_caps_the_chunked_head(tmp_path, caplog):
     model = tiny("gemma2")
     with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
-        got = step(model, tmp_path)
+        got = fast_step(model, tmp_path, "kto")
     assert "'eager' attention" in caplog.text
-    assert not got[3].data_collator.padding_free and got[3].chunked_head.softcap == 3.0
-    assert_equal(got, step(model, tmp_path, **REFERENCE))
+    assert not got[3].data_collator.padding_free and got[3].scorer.chunked_head.softcap == 3.0
+    assert_equal(got, fast_step(model, tmp_path, "kto", **REFERENCE))
 
 
 def test_scaled_logits_fall_back_to_the_reference_path(tmp_path, caplog):
     model = tiny("llama")
     model.config.logit_scale = 0.5  # Cohere-style: the chunked head does not apply it
     with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
-        _, _, _, trainer = step(model, tmp_path)
-    assert trainer.chunked_head is None and "scales its logits" in caplog.text
+        _, _, _, trainer = fast_step(model, tmp_path)
+    assert trainer.scorer.chunked_head is None and "scales its logits" in caplog.text
     assert not trainer.data_collator.padding_free
 
 
 def test_saved_model_does_not_keep_the_packed_attention(tmp_path):
-    _, _, _, trainer = step(tiny("llama"), tmp_path)
+    _, _, _, trainer = fast_step(tiny("llama"), tmp_path)
     assert trainer.model.config._attn_implementation == PAIR_ATTENTION
     trainer.model.save_pretrained(tmp_path / "saved")
     assert PAIR_ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
@@ -157,7 +152,7 @@ def test_collator_layouts():
 ])
 def test_fast_path_config_errors(bad, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
-        SimPOConfig(output_dir=str(tmp_path), **bad)
+        PreferenceConfig(output_dir=str(tmp_path), **bad)
 
 
 
@@ -172,7 +167,7 @@ def test_fast_path_under_ddp_matches_the_reference(tmp_path):
         result = subprocess.run(
             [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
              str(REPO / "accelerate_configs/cpu.yaml"), "--multi_gpu", "--num_processes", "2",
-             str(REPO / "scripts/run_simpo.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
+             str(REPO / "scripts/run_preference.py"), str(REPO / "training_configs/tiny-simpo.yaml"),
              f"--model_name_or_path={tmp_path / 'base'}", f"--dataset_mixer={{{tmp_path / 'data/prefs'}: 1.0}}",
              f"--output_dir={tmp_path / name}", "--max_steps=2", "--per_device_train_batch_size=4",
              "--total_batch_size=8", "--logging_steps=1", "--eval_strategy=no", "--save_strategy=no",
@@ -185,3 +180,18 @@ def test_fast_path_under_ddp_matches_the_reference(tmp_path):
     for fast, reference in zip(logs["fast"], logs["reference"]):
         assert fast["loss"] == pytest.approx(reference["loss"], abs=1e-5)
         assert fast["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)
+
+
+def test_plain_path_log_probs_match_an_explicit_log_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11, dtype=torch.float64)
+    labels = torch.randint(0, 11, (3, 7))
+    labels[:, :3] = -100  # prompt
+    labels[1, 5:] = -100  # padding
+    total, count = response_logps(logits, labels)
+    log_probs = torch.log_softmax(logits, -1)
+    for i in range(3):
+        positions = [t for t in range(1, 7) if labels[i, t] != -100]
+        assert count[i].item() == len(positions)
+        expected = sum(log_probs[i, t - 1, labels[i, t]].item() for t in positions)
+        assert total[i].item() == pytest.approx(expected, abs=1e-5)

@@ -69,8 +69,10 @@ def test_scores_follow_from_the_judges_ratings_and_judging_resumes(fschat, tmp_p
         assert result["turn_2"] == pytest.approx(statistics.mean(expected_2), abs=1e-6)
         assert result["score"] == pytest.approx(statistics.mean(expected_1 + expected_2), abs=1e-6)
         assert server.calls["mt_bench"] == 6
-        # the reference answers are looked up under the judge's name
-        assert (work / "data/mt_bench/reference_answer/gpt-4-1106-preview.jsonl").exists()
+        # fschat looks the reference answers up under the judge's name; the fixture has gpt-4's only
+        assert (work / "data/mt_bench/reference_answer/gpt-4-1106-preview.jsonl").read_text() == (
+            DATA / "reference_answer/gpt-4.jsonl").read_text()
+        assert result["reference_answers"] == "gpt-4" and result["judge"] == "gpt-4-1106-preview"
 
         judgments = work / "data/mt_bench/model_judgment/gpt-4-1106-preview_single.jsonl"
         kept = [r for r in read_jsonl(judgments) if r["question_id"] != 902]
@@ -83,6 +85,17 @@ def test_scores_follow_from_the_judges_ratings_and_judging_resumes(fschat, tmp_p
 
     for path in tmp_path.rglob("*"):
         assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
+
+
+def test_reference_answers_named_after_the_judge_or_gpt4s_with_a_notice(tmp_path, capsys):
+    (tmp_path / "reference_answer").mkdir()
+    (tmp_path / "reference_answer" / "gpt-4.jsonl").write_text("{}\n")
+    assert mt_bench.reference_answers(tmp_path, "gpt-4-1106-preview").name == "gpt-4.jsonl"
+    assert "notice: no" in capsys.readouterr().err
+    (tmp_path / "reference_answer" / "gpt-4-1106-preview.jsonl").write_text("{}\n")
+    assert mt_bench.reference_answers(tmp_path, "gpt-4-1106-preview").name == "gpt-4-1106-preview.jsonl"
+    assert mt_bench.reference_answers(tmp_path, "gpt-4").name == "gpt-4.jsonl"
+    assert capsys.readouterr().err == ""
 
 
 def test_show_result_parsing():

@@ -20,7 +20,7 @@ from simpo_recipes.data.chat import encode_conversation
 from simpo_recipes.data.loading import PREFERENCE_COLUMNS, load_mixture
 from simpo_recipes.data.preprocess import prepare_preferences
 from simpo_recipes.errors import ConfigError
-from simpo_recipes.evaluation.generation import GenerationSettings, _RowSampler, generate
+from simpo_recipes.evaluation.generation import GenerationSettings, RowSampler, generate
 from simpo_recipes.files import read_appended_jsonl, read_jsonl
 from simpo_recipes.onpolicy import pipeline, reward_models
 from simpo_recipes.onpolicy.binarise import COLUMNS, binarise
@@ -70,7 +70,7 @@ def ws(tmp_path_factory):
     config = OnPolicyConfig(
         reward_model=RewardModelConfig(type="sequence_classification", name=str(rm), batch_size=4),
         output_dir=str(root / "out"), model=str(policy), prompts=str(root / "demo" / "prefs"),
-        splits={"train": "train", "test": "test"}, seeds=[13, 21, 42], temperature=1.0, max_new_tokens=12,
+        splits={"train": "train", "test": "test"}, seeds=[13, 21, 42], temperature=1.0, max_new_tokens=20,
         batch_size=4)
     return {"root": root, "policy": policy, "rm": rm, "config": config}
 
@@ -113,14 +113,14 @@ def test_row_sampler_draws_from_the_tempered_top_p_distribution():
     torch.manual_seed(0)
     scores = torch.randn(3, 50) * 3
     reference = torch.softmax(TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.7)(None, scores.clone())), -1)
-    sampler = _RowSampler([1, 2, 3], temperature=0.7, top_p=0.9, device="cpu")
+    sampler = RowSampler([1, 2, 3], temperature=0.7, top_p=0.9, device="cpu")
     picked = sampler(None, scores)
     tokens = picked.argmax(-1)
     assert torch.isfinite(picked).sum(-1).tolist() == [1, 1, 1]
     assert all(reference[i, t] > 0 for i, t in enumerate(tokens.tolist()))  # inside the nucleus
     counts = torch.zeros(50)
     for seed in range(4000):
-        counts[_RowSampler([seed], 0.7, 0.9, "cpu")(None, scores[:1]).argmax()] += 1
+        counts[RowSampler([seed], 0.7, 0.9, "cpu")(None, scores[:1]).argmax()] += 1
     assert torch.allclose(counts / 4000, reference[0], atol=0.03)
 
 

@@ -1,4 +1,5 @@
 """End to end through the real scripts: the tiny recipe's stages, outputs, and resume after kill -9."""
+import math
 import os
 import signal
 import subprocess
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_make
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from simpo_demo.task import write_demo_data
 from simpo_demo.tiny_models import build_tiny_model
+from simpo_recipes.objectives import OBJECTIVES
+from simpo_recipes.pipeline.recipes import load_recipe
 from simpo_recipes.training.reporting import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +45,7 @@ def test_tiny_recipe_runs_sft_then_simpo(workspace):
     log = run([str(REPO / "scripts/train.py"), str(REPO / "recipes/tiny.yaml"), "--max_steps=3",
                "--save_strategy=no", *SMALL], cwd=workspace)
     assert "world size 1 × per-device batch 4 × gradient accumulation 2 = global batch 8" in log
-    assert "effective gamma 1.25 (gamma_beta_ratio × beta)" in log
+    assert "objective simpo:" in log and "effective_gamma 1.25" in log
     sft, simpo = workspace / "outputs/tiny/sft", workspace / "outputs/tiny/simpo"
     # the SimPO stage started from the SFT stage's output
     assert yaml.safe_load((simpo / "run_config.yaml").read_text())["model_name_or_path"] == "outputs/tiny/sft"
@@ -56,6 +60,27 @@ def test_tiny_recipe_runs_sft_then_simpo(workspace):
                 "logps/rejected", "lengths/chosen", "lengths/rejected", "gamma"):
         assert key in metrics[0], key
     assert "loss" in read_metrics(sft / "metrics.jsonl")[0]
+
+
+TINY_METHODS = {name: m.objective for name, m in load_recipe(REPO / "recipes/tiny.yaml").methods.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", sorted(set(TINY_METHODS.values()) - {"simpo"}))
+def test_every_objective_trains_two_steps_through_make_train(objective, workspace, tmp_path):
+    """`make train MODEL=tiny OBJECTIVE=<method>` from the base model (FROM_SFT skips SFT), 2 optimizer steps."""
+    out = tmp_path / objective
+    args = [f"--dataset_mixer='{{{workspace / 'data/demo/prefs'}: 1.0}}'", f"--output_dir={out}", "--max_steps=2",
+            "--save_strategy=no", "--eval_strategy=no", "--preprocessing_num_workers=1", *SMALL]
+    result = run_make(REPO, "train", "MODEL=tiny", f"OBJECTIVE={objective}",
+                      f"FROM_SFT={workspace / 'outputs/tiny/base'}", f"ARGS={' '.join(args)}", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"objective {objective}: {OBJECTIVES[objective].formula}" in result.stdout + result.stderr
+    assert yaml.safe_load((out / "run_config.yaml").read_text())["objective"] == objective
+    metrics = [m for m in read_metrics(out / "metrics.jsonl") if "loss" in m]
+    assert [m["step"] for m in metrics] == [1, 2] and all(math.isfinite(m["loss"]) for m in metrics)
+    assert (out / "reference_logps").is_dir() == OBJECTIVES[objective].needs_reference
+    AutoModelForCausalLM.from_pretrained(out)
 
 
 def simpo_command(output_dir):

@@ -1,4 +1,4 @@
-"""The six paper recipes hold the paper's settings; launching, planning and overriding them."""
+"""The six paper recipes hold the paper's settings and methods; launching, planning and overriding them."""
 import os
 import runpy
 import subprocess
@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpo_recipes.config.arguments import STAGE_CONFIGS, ConfigError
+from simpo_recipes.config.arguments import stage_types
 from simpo_recipes.config.parsing import build, parse_config
+from simpo_recipes.errors import ConfigError
+from simpo_recipes.objectives import OBJECTIVES
 from simpo_recipes.pipeline.launch import detect_topology
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
 from simpo_recipes.training.lora import check_quantization
@@ -19,15 +21,15 @@ CPU = [] if torch.cuda.is_available() else ["--use_cpu=true"]
 UF = "HuggingFaceH4/ultrafeedback_binarized"
 # name: (starting model, stages, SimPO data, splits, lr, beta, gamma/beta, max_length, max_prompt_length)
 PAPER = {
-    "mistral-base": ("mistralai/Mistral-7B-v0.1", ["sft", "simpo"], UF, "prefs", 3e-7, 2.0, 0.8, 1024, 512),
-    "mistral-instruct": ("mistralai/Mistral-7B-Instruct-v0.2", ["simpo"],
+    "mistral-base": ("mistralai/Mistral-7B-v0.1", ["sft", "preference"], UF, "prefs", 3e-7, 2.0, 0.8, 1024, 512),
+    "mistral-instruct": ("mistralai/Mistral-7B-Instruct-v0.2", ["preference"],
                          "princeton-nlp/mistral-instruct-ultrafeedback", "", 5e-7, 2.5, 0.1, 2048, 1800),
-    "llama3-base": ("meta-llama/Meta-Llama-3-8B", ["sft", "simpo"], UF, "prefs", 6e-7, 2.0, 0.5, 2048, 1800),
-    "llama3-instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", ["simpo"], "princeton-nlp/llama3-ultrafeedback",
+    "llama3-base": ("meta-llama/Meta-Llama-3-8B", ["sft", "preference"], UF, "prefs", 6e-7, 2.0, 0.5, 2048, 1800),
+    "llama3-instruct": ("meta-llama/Meta-Llama-3-8B-Instruct", ["preference"], "princeton-nlp/llama3-ultrafeedback",
                         "", 1e-6, 2.5, 0.55, 2048, 1800),
-    "llama3-instruct-v0.2": ("meta-llama/Meta-Llama-3-8B-Instruct", ["simpo"],
+    "llama3-instruct-v0.2": ("meta-llama/Meta-Llama-3-8B-Instruct", ["preference"],
                              "princeton-nlp/llama3-ultrafeedback-armorm", "", 1e-6, 10.0, 0.3, 2048, 1800),
-    "gemma2-9b-it": ("google/gemma-2-9b-it", ["simpo"], "princeton-nlp/gemma2-ultrafeedback-armorm", "",
+    "gemma2-9b-it": ("google/gemma-2-9b-it", ["preference"], "princeton-nlp/gemma2-ultrafeedback-armorm", "",
                      8e-7, 10.0, 0.5, 2048, 1800),
 }
 # (AlpacaEval 2 LC, WR, Arena-Hard WR, MT-Bench); (temperature, max_new_tokens, stop)
@@ -44,7 +46,7 @@ PUBLISHED_SFT = {"mistral-base": "alignment-handbook/zephyr-7b-sft-full",
 
 def resolved(recipe):
     """Each stage's built configs, as scripts/train.py validates them."""
-    return {stage.stage: parse_config(STAGE_CONFIGS[stage.stage], [config, *overrides, *CPU])
+    return {stage.stage: parse_config(stage.stage, [config, *overrides, *CPU])
             for stage, (_, config, *overrides) in stage_commands(recipe)}
 
 
@@ -55,12 +57,13 @@ def test_recipe_matches_the_paper(name):
     assert [s.stage for s in recipe.stages] == stages and recipe.published_sft == PUBLISHED_SFT.get(name)
     assert Path(recipe.accelerate_config).name == "deepspeed_zero3.yaml"
     configs = resolved(recipe)
-    model_args, data_args, args, _ = configs["simpo"]
+    model_args, data_args, args, _, simpo = configs["preference"]
     assert data_args.dataset_mixer == {data: 1.0}
     assert data_args.dataset_splits == [f"train_{split}" if split else "train", f"test_{split}" if split else "test"]
-    assert (args.learning_rate, args.beta, args.gamma_beta_ratio, args.gamma) == (lr, beta, ratio, None)
-    assert (args.max_length, args.max_prompt_length, args.loss_type, args.sft_weight) == (max_length, max_prompt,
-                                                                                         "sigmoid", 0.0)
+    assert simpo.name == "simpo" and (args.learning_rate, simpo.beta, simpo.gamma_beta_ratio, simpo.gamma) == (
+        lr, beta, ratio, None)
+    assert (args.max_length, args.max_prompt_length, simpo.loss_type, simpo.sft_weight) == (max_length, max_prompt,
+                                                                                           "sigmoid", 0.0)
     assert model_args.attn_implementation == ("eager" if name.startswith("gemma2") else "sdpa")
     if "sft" in configs:
         sft_model, sft_data, sft_args, _ = configs["sft"]
@@ -70,7 +73,7 @@ def test_recipe_matches_the_paper(name):
         assert (sft_args.learning_rate, sft_args.max_length, sft_args.per_device_train_batch_size) == (2e-5, 2048, 8)
     else:
         assert model_args.model_name_or_path == model
-    for _, _, stage_args, _ in configs.values():  # shared by every stage of the paper
+    for _, _, stage_args, *_ in configs.values():  # shared by every stage of the paper
         assert stage_args.total_batch_size == 128 and stage_args.num_train_epochs == 1
         assert stage_args.lr_scheduler_type == "cosine" and stage_args.warmup_steps == 0.1
         assert stage_args.optim == "adamw_torch" and stage_args.bf16 and stage_args.activation_checkpointing
@@ -86,16 +89,51 @@ def test_recipe_matches_the_paper(name):
 def test_per_stage_overrides_and_starting_from_a_published_sft():
     recipe = load_recipe(REPO / "recipes/llama3-base.yaml")
     (_, sft), (_, simpo) = stage_commands(recipe, ["--sft.model_name_or_path=m", "--max_steps", "2",
-                                                   "--simpo.output_dir=o"])
+                                                   "--preference.output_dir=o"])
     assert "--model_name_or_path=m" in sft and "--max_steps=2" in sft and "--output_dir=o" not in sft
     assert "--model_name_or_path=outputs/llama3-base/sft" in simpo and "--output_dir=o" in simpo
     [(stage, command)] = stage_commands(recipe, [], from_sft="published")
-    assert stage.stage == "simpo" and command[-1] == "--model_name_or_path=princeton-nlp/Llama-3-Base-8B-SFT"
+    assert stage.stage == "preference" and command[-1] == "--model_name_or_path=princeton-nlp/Llama-3-Base-8B-SFT"
     assert stage_commands(recipe, [], from_sft="my/sft")[0][1][-1] == "--model_name_or_path=my/sft"
     with pytest.raises(ConfigError, match="has no 'dpo' stage"):
         stage_commands(recipe, ["--dpo.beta=0.1"])
     with pytest.raises(ConfigError, match="names no published_sft"):
         stage_commands(load_recipe(REPO / "recipes/tiny.yaml"), [], from_sft="published")
+
+
+# Published values (PAPER.md): DPO β 0.01 and its learning rate per setting; Llama-3-Base IPO, ORPO, R-DPO.
+DPO_LR = {"mistral-base": 5e-7, "mistral-instruct": 5e-7, "llama3-base": 5e-7, "llama3-instruct": 7e-7,
+          "llama3-instruct-v0.2": 3e-7, "gemma2-9b-it": 5e-7}
+LLAMA3_BASE = {"ipo": ({"tau": 0.1}, 5e-7), "orpo": ({"odds_ratio_weight": 2.0}, 7e-7), "rdpo": ({"alpha": 0.05}, 5e-7)}
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_every_paper_recipe_runs_every_method_with_the_published_values_or_says_so(name):
+    recipe = load_recipe(REPO / f"recipes/{name}.yaml")
+    assert {m.objective for m in recipe.methods.values()} == set(OBJECTIVES)
+    assert {"simpo-no-ln", "simpo-gamma0"} <= set(recipe.methods)
+    for method_name, method in recipe.methods.items():
+        *_, (_, (_, config, *overrides)) = stage_commands(recipe, method=method_name)
+        _, _, args, _, objective = parse_config("preference", [config, *overrides, *CPU])
+        assert args.output_dir == f"outputs/{name}/{method_name}"
+        published = method.source.startswith("published")
+        assert published or "not the paper's tuned value" in method.source or "ablation" in method.source \
+            or "no hyperparameters" in method.source, (name, method_name, method.source)
+        if method_name == "dpo":
+            assert published and (objective.beta, args.learning_rate) == (0.01, DPO_LR[name])
+        if name == "llama3-base" and method_name in LLAMA3_BASE:
+            values, lr = LLAMA3_BASE[method_name]
+            assert published or "published" in method.source
+            assert all(getattr(objective, k) == v for k, v in values.items()) and args.learning_rate == lr
+    ablation = parse_config("preference", [*stage_commands(recipe, method="simpo-no-ln")[-1][1][1:], *CPU])[4]
+    assert ablation.length_normalization is False and ablation.beta == PAPER[name][5]
+
+
+def test_make_plan_of_a_baseline_shows_its_hyperparameters(make):
+    out = make("plan", "MODEL=llama3-base", "OBJECTIVE=ipo")
+    assert "objective:       ipo" in out and "tau 0.1" in out and "learning_rate 5e-07" in out
+    assert "output:          outputs/llama3-base/ipo" in out and "values: published" in out
+    assert "the file's simpo hyperparameters beta, gamma_beta_ratio, loss_type are not used" in out
 
 
 def test_topology_counts_gpus_and_refuses_what_would_silently_misbehave():
@@ -115,21 +153,22 @@ def test_topology_counts_gpus_and_refuses_what_would_silently_misbehave():
 def test_lora_keys_and_qlora_needs_a_gpu_and_bitsandbytes():
     base = {"model_name_or_path": "m", "dataset_mixer": {"d": 1.0}, "output_dir": "o", "use_cpu": True}
     lora = build(base | {"use_peft": True, "lora_r": 8, "lora_target_modules": ["q_proj"]},
-                 STAGE_CONFIGS["simpo"], "lora.yaml")[3]
+                 stage_types("preference"), "lora.yaml")[3]
     assert lora.use_peft and lora.lora_r == 8 and lora.lora_target_modules == ["q_proj"]
     with pytest.raises(ConfigError, match="set use_peft: true"):
-        build(base | {"load_in_4bit": True}, STAGE_CONFIGS["sft"], "q.yaml")
-    qlora = build(base | {"use_peft": True, "load_in_4bit": True}, STAGE_CONFIGS["sft"], "q.yaml")[3]
+        build(base | {"load_in_4bit": True}, stage_types("sft"), "q.yaml")
+    qlora = build(base | {"use_peft": True, "load_in_4bit": True}, stage_types("sft"), "q.yaml")[3]
     with pytest.raises(ConfigError, match=r"QLoRA\) needs a CUDA GPU"):
         check_quantization(qlora, use_cpu=True)
 
 
 def test_make_plan_keeps_the_global_batch_on_any_gpu_count(make):
     out = make("plan", "MODEL=llama3-base", "NUM_GPUS=8")
-    assert "8 process(es)" in out and "stage 1/2 (sft)" in out and "stage 2/2 (simpo)" in out
+    assert "8 process(es)" in out and "stage 1/2 (sft)" in out and "stage 2/2 (preference)" in out
     assert "world size 8 × per-device batch 8 × gradient accumulation 2 = global batch 128" in out  # SFT
     assert "world size 8 × per-device batch 2 × gradient accumulation 8 = global batch 128" in out  # SimPO
-    assert "effective gamma 1 (beta 2)" in out and "learning_rate 6e-07" in out and "beta 2.0" in out
+    assert "objective:       simpo" in out and "beta 2, gamma_beta_ratio 0.5" in out and "effective_gamma 1" in out
+    assert "learning_rate 6e-07" in out
     assert "model:           outputs/llama3-base/sft" in out and "steps per epoch: counted at run time" in out
     assert "--num_processes 8 --mixed_precision bf16" in out
 
@@ -146,7 +185,8 @@ def test_plan_from_the_published_sft(capsys, monkeypatch):
     """make plan MODEL=mistral-base FROM_SFT=published"""
     published = plan(capsys, monkeypatch, str(REPO / "recipes/mistral-base.yaml"), "--from_sft", "published")
     assert "(sft)" not in published and "model:           alignment-handbook/zephyr-7b-sft-full" in published
-    assert "global batch 128" in published and "effective gamma 1.6 (beta 2)" in published
+    assert "global batch 128" in published and "beta 2, gamma_beta_ratio 0.8" in published
+    assert "effective_gamma 1.6" in published
 
 
 def test_slurm_launcher_spans_nodes_with_the_same_global_batch(tmp_path):
@@ -194,6 +234,6 @@ def test_add_your_own_recipe_then_plan(family_workspace, tmp_path, monkeypatch, 
     config.write_text(text)
     out = plan(capsys, monkeypatch, str(tmp_path / "recipes/my-model.yaml"), "--num_processes", "2")
     assert f"model:           {family_workspace / 'models/llama3'}" in out
-    assert "effective gamma 1 (beta 4)" in out
+    assert "beta 4, gamma_beta_ratio 0.25" in out and "effective_gamma 1" in out
     assert "world size 2 × per-device batch 2 × gradient accumulation 32 = global batch 128" in out
     assert "steps per epoch: 1 (16 local train rows before length checks)" in out

@@ -21,10 +21,11 @@ from transformers import (
     TrainerCallback,
 )
 
-from simpo_recipes.config.arguments import SimPOConfig
+from simpo_recipes.config.arguments import PreferenceConfig
 from simpo_recipes.data.preprocess import prepare_preferences
+from simpo_recipes.objectives import DPO, SimPO
 from simpo_recipes.training.collator import PairCollator
-from simpo_recipes.training.trainer import SimPOTrainer
+from simpo_recipes.training.trainer import PreferenceTrainer
 
 SHAPES = {
     # Llama-3's 128,256-token vocabulary on a small body: the LM head dominates compute and memory.
@@ -40,7 +41,7 @@ SHAPES = {
 # UltraFeedback-like token lengths under the Llama-3 template, as log-normal (median, sigma): short
 # prompts with a long tail, responses of a few hundred tokens. Approximate: shapes, not measurements.
 LENGTHS = {"prompt": (110, 0.9), "chosen": (260, 0.6), "rejected": (230, 0.7)}
-CONTENDERS = ("ours", "ours-reference", "trl-cpo-simpo", "trl-dpo")
+CONTENDERS = ("ours", "ours-reference", "ours-dpo", "trl-cpo-simpo", "trl-dpo")
 # One-token words under Llama-3's BPE (with their leading space): n words make ~n tokens.
 WORDS = "the of and to in is that for it as with was on be by at this from or an are but not have".split()
 
@@ -99,12 +100,14 @@ def _common(spec: dict) -> dict:
 
 def make_trainer(name: str, model, rows: list[dict], spec: dict):
     """The contender's own trainer; TRL's get our token ids in their own collators' format."""
-    if name in ("ours", "ours-reference"):
-        fast = {} if name == "ours" else dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
-        args = SimPOConfig(**_common(spec), beta=spec["beta"], gamma=spec["gamma"], max_length=1 << 20,
-                           max_prompt_length=1 << 19, **fast)
-        return SimPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                            data_collator=PairCollator(pad_token_id=0))
+    if name.startswith("ours"):
+        fast = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False) if name == "ours-reference" else {}
+        # ours-dpo: DPO (β 0.01) with the cached reference pass, which runs before training, outside the timed steps
+        objective = DPO(beta=0.01) if name == "ours-dpo" else SimPO(beta=spec["beta"], gamma=spec["gamma"])
+        args = PreferenceConfig(**_common(spec), objective=objective.name, max_length=1 << 20,
+                                max_prompt_length=1 << 19, **fast)
+        return PreferenceTrainer(model=model, args=args, objective=objective, train_dataset=Dataset.from_list(rows),
+                                 data_collator=PairCollator(pad_token_id=0))
     strings = Dataset.from_list([{"prompt": "a", "chosen": "b", "rejected": "c"}])
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer"])
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)  # padding is masked; id 0 fits every vocabulary
@@ -153,7 +156,7 @@ def loss_and_grads(trainer, model, batch) -> tuple[float, list[torch.Tensor]]:
 
 def numerics(name: str, trainer, rows: list[dict], spec: dict) -> tuple[float, float] | tuple[None, None]:
     """|Δ loss| and max |Δ grad| against the plain fp32 SimPO path, on an fp32 copy of the trained model."""
-    if name == "trl-dpo" or not spec["check"]:
+    if name in ("trl-dpo", "ours-dpo") or not spec["check"]:
         return None, None  # DPO: another objective
     model = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model)).float().train()
     check = rows[: min(2, spec["batch"])]  # two pairs: a check, not a timing

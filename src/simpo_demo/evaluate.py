@@ -107,6 +107,12 @@ def program_preference(instruction: str, a: str, b: str) -> float:
     return 0.5 if right_a == right_b else float(right_a)
 
 
+def gold_references(heldout: str | Path) -> list[dict]:
+    """AlpacaEval reference outputs: the demo's held-out prompts with their correct answers."""
+    return [{"instruction": r["instruction"], "output": r["answer"], "generator": "gold", "dataset": f"demo-{r['task']}"}
+            for r in read_jsonl(heldout)]
+
+
 def alpaca_eval_handoff(generations: dict[str, list[dict]], output_dir: Path) -> dict[str, dict]:
     """alpaca_eval's result of every model against the first one's answers (the reference)."""
     import secrets

@@ -5,7 +5,6 @@ unchanged; `parsing.parse_config` maps old spellings and rejects unknown keys.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,6 +12,7 @@ import trl
 from transformers import TrainingArguments
 
 from simpo_recipes.errors import ConfigError
+from simpo_recipes.objectives import OBJECTIVES
 
 
 @dataclass
@@ -108,30 +108,24 @@ def batch_arithmetic(args: TrainingArguments, world_size: int | None = None) -> 
 
 
 @dataclass
-class SimPOConfig(TrainingArguments):
-    beta: float = field(default=2.0, metadata={"help": "Reward scale β on the average log-probability."})
-    gamma_beta_ratio: float | None = field(
-        default=None, metadata={"help": "Target margin as a ratio γ/β (reference-repo convention). Default 0.25."}
-    )
-    gamma: float | None = field(
-        default=None, metadata={"help": "Absolute target margin γ (TRL's simpo_gamma). Exclusive with the ratio."}
-    )
-    loss_type: Literal["sigmoid", "hinge"] = field(
-        default="sigmoid", metadata={"help": "sigmoid: −log σ(z); hinge: max(0, 1 − z), z = β Δavg − γ."}
-    )
-    label_smoothing: float = field(
-        default=0.0, metadata={"help": "Conservative-loss label smoothing in [0, 0.5) (sigmoid loss only)."}
-    )
-    sft_weight: float = field(
-        default=0.0, metadata={"help": "Weight of a token-mean NLL term on the chosen responses; 0 disables it."}
-    )
+class PreferenceConfig(TrainingArguments):
+    """The preference stage: which objective (its hyperparameters are the objective's own dataclass,
+    `simpo_recipes.objectives`), the data limits, the reference log-probs and the fast step."""
+
+    objective: str = field(default="simpo", metadata={
+        "help": "The loss: " + ", ".join(OBJECTIVES) + ". Its hyperparameters are top-level keys too."})
+    reference_logps: Literal["cached", "live"] = field(default="cached", metadata={
+        "help": "For objectives that need π_ref: cached (one pass over the data before training, saved in "
+                "output_dir/reference_logps and reused) or live (a frozen copy of the model scores every batch)."})
+    reference_chunk_rows: int = field(default=1024, metadata={
+        "help": "Rows per saved chunk of the cached reference pass: a killed pass resumes at the last whole chunk."})
     max_length: int = field(default=2048, metadata={"help": "Longest prompt + response; longer pairs are dropped."})
     max_prompt_length: int = field(default=1800, metadata={"help": "Longest prompt; longer pairs are dropped."})
     total_batch_size: int | None = field(
         default=None, metadata={"help": "Global batch in pairs; sets gradient accumulation for any world size."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs the ids."})
-    # The fast SimPO step (docs/benchmarks.md); each part is switchable and tested equal to the reference.
+    # The fast step (docs/benchmarks.md); each part is switchable and tested equal to the reference.
     lm_head_chunk_size: int = field(
         default=256, metadata={"help": "Scored tokens per LM-head chunk (fp32 log-softmax, no [2B, T, V] logits); "
                                        "0: the model's full logits, the reference path."}
@@ -143,26 +137,13 @@ class SimPOConfig(TrainingArguments):
         default=True, metadata={"help": "Compute each pair's prompt once; chosen and rejected both attend to it."}
     )
 
-    @property
-    def effective_gamma(self) -> float:
-        """Absolute margin γ, whichever way it was given."""
-        if self.gamma is not None:
-            return self.gamma
-        return self.beta * (0.25 if self.gamma_beta_ratio is None else self.gamma_beta_ratio)
-
     def __post_init__(self) -> None:
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
-            raise ConfigError(f"beta = {self.beta!r}: must be a finite number > 0 (paper: 2.0 to 10)")
-        if self.gamma is not None and self.gamma_beta_ratio is not None:
-            raise ConfigError("both gamma and gamma_beta_ratio are set: give the margin one way only")
-        if self.effective_gamma < 0:
-            raise ConfigError(f"target margin γ = {self.effective_gamma}: must be ≥ 0")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ConfigError(f"label_smoothing = {self.label_smoothing}: must be in [0, 0.5)")
-        if self.sft_weight < 0:
-            raise ConfigError(f"sft_weight = {self.sft_weight}: must be ≥ 0")
-        if self.loss_type not in ("sigmoid", "hinge"):
-            raise ConfigError(f"loss_type = {self.loss_type!r}: choose sigmoid or hinge")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective = {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.reference_logps not in ("cached", "live"):
+            raise ConfigError(f"reference_logps = {self.reference_logps!r}: choose cached or live")
+        if not isinstance(self.reference_chunk_rows, int) or self.reference_chunk_rows <= 0:
+            raise ConfigError(f"reference_chunk_rows = {self.reference_chunk_rows!r}: must be an integer > 0")
         if not isinstance(self.lm_head_chunk_size, int) or self.lm_head_chunk_size < 0:
             raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 "
                               "(0: full logits)")
@@ -221,8 +202,16 @@ class LoraArguments:
             raise ConfigError(f"bnb_4bit_quant_type = {self.bnb_4bit_quant_type!r}: choose nf4 or fp4")
 
 
-# The dataclasses each stage's training config fills, in the order the scripts receive them.
-STAGE_CONFIGS = {
-    "sft": (ModelArguments, DataArguments, SFTConfig, LoraArguments),
-    "simpo": (ModelArguments, DataArguments, SimPOConfig, LoraArguments),
-}
+STAGES = ("sft", "preference")
+
+
+def stage_types(stage: str, objective: str = "simpo") -> tuple[type, ...]:
+    """The dataclasses a stage's training config fills, in the order the scripts receive them; the
+    preference stage's last one is its objective's hyperparameters."""
+    if stage == "sft":
+        return ModelArguments, DataArguments, SFTConfig, LoraArguments
+    if stage != "preference":
+        raise ConfigError(f"stage {stage!r}: choose one of {', '.join(STAGES)}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective = {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    return ModelArguments, DataArguments, PreferenceConfig, LoraArguments, OBJECTIVES[objective]

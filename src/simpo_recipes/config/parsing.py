@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from simpo_recipes.config.arguments import ConfigError
+from simpo_recipes.config.arguments import stage_types
+from simpo_recipes.errors import ConfigError
+from simpo_recipes.objectives import OBJECTIVES, Objective
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,7 @@ def build(config: dict[str, Any], types: tuple[type, ...], source: str) -> tuple
             logger.warning("%s: %r is deprecated, read as %r", source, key, new_key)
             key, value = new_key, convert(value)
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{source}: {_unknown_key(key, list(fields), types)}")
         index, f = fields[key]
         kwargs[index][key] = _coerce(key, value, f, source)
     built = []
@@ -120,13 +120,40 @@ def build(config: dict[str, Any], types: tuple[type, ...], source: str) -> tuple
     return tuple(built)
 
 
-def parse_config(types: tuple[type, ...], argv: list[str] | None = None) -> tuple:
-    """Entry point of the training scripts: argv = [config.yaml, --key=value, ...]."""
+def _unknown_key(key: str, known: list[str], types: tuple[type, ...]) -> str:
+    objective = next((t for t in types if issubclass(t, Objective)), None)
+    owners = [name for name, cls in OBJECTIVES.items() if key in cls.keys()]
+    if objective is not None and owners:
+        return (f"{key!r} is a hyperparameter of {', '.join(owners)}, not of objective {objective.name!r} "
+                f"(its keys: {', '.join(objective.keys()) or 'none'}); set objective: {owners[0]} or remove it")
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+
+
+def stage_config(stage: str, file_config: dict[str, Any], overrides: dict[str, Any], source: str) -> tuple:
+    """A stage's dataclasses from its config file and command-line overrides (which win).
+
+    An `objective` given on the command line that differs from the file's drops the file's
+    hyperparameters of the file's objective — they belong to another loss (a SimPO β of 2.5 is no
+    DPO β) — with a notice; the new objective's come with it (as `make train OBJECTIVE=` does)."""
+    config = file_config | overrides
+    objective = config.get("objective", "simpo")
+    if stage == "preference" and objective != file_config.get("objective", "simpo"):
+        replaced = OBJECTIVES.get(file_config.get("objective", "simpo"))
+        dropped = [k for k in (replaced.keys() if replaced else []) if k in file_config and k not in overrides]
+        if dropped:
+            logger.warning("%s: objective %s given on the command line; the file's %s hyperparameters %s are "
+                           "not used", source, objective, replaced.name, ", ".join(dropped))
+        config = {k: v for k, v in config.items() if k not in dropped}
+    return build(config, stage_types(stage, objective if isinstance(objective, str) else ""), source)
+
+
+def parse_config(stage: str, argv: list[str] | None = None) -> tuple:
+    """Entry point of the stage scripts: argv = [config.yaml, --key=value, ...]."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("--"):
         raise ConfigError("usage: script.py CONFIG.yaml [--key=value ...]")
-    config = read_yaml(argv[0]) | parse_overrides(argv[1:])
-    return build(config, types, source=argv[0])
+    return stage_config(stage, read_yaml(argv[0]), parse_overrides(argv[1:]), source=argv[0])
 
 
 def to_yaml(objects: tuple) -> str:

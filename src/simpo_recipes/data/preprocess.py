@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 # Reasons that mean the row itself is broken (count toward max_bad_fraction); the rest are size limits.
 MALFORMED = ("missing value", "empty response", "chosen == rejected", "bad role order", "prompts differ")
 TOO_LONG = ("prompt longer than max_prompt_length", "longer than max_length")
+# Mismatched responses of KTO's KL reference point: the prompt of a row with another row's responses.
+KL_COLUMNS = ("kl_chosen_input_ids", "kl_rejected_input_ids")
 
 
 class RowError(ValueError):
@@ -128,3 +130,17 @@ def prepare_conversations(ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_l
     tokenized = ds.map(_tokenize_conversation, fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
                        remove_columns=ds.column_names, num_proc=num_proc, desc=f"Tokenizing {name}")
     return _drop_and_report(tokenized, ds, name, max_bad_fraction)
+
+
+def add_mismatched_responses(ds: Dataset, max_length: int) -> Dataset:
+    """KTO's KL sequences: row i's prompt with row i+1's chosen and rejected responses (the last row
+    takes the first's). They only estimate the KL reference point, so a response that would not fit
+    `max_length` after this prompt is cut to fit."""
+    chosen, rejected = ds["chosen_input_ids"], ds["rejected_input_ids"]
+
+    def mismatched(row: dict, i: int) -> dict:
+        room = max_length - len(row["prompt_input_ids"])
+        j = (i + 1) % len(chosen)
+        return {KL_COLUMNS[0]: chosen[j][:room], KL_COLUMNS[1]: rejected[j][:room]}
+
+    return ds.map(mismatched, with_indices=True, desc="Pairing mismatched responses (KTO)")

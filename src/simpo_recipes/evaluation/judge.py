@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,16 @@ class Judge:
     model: str = field(metadata={"help": "Model name sent to the endpoint."})
     base_url: str = field(metadata={"help": "OpenAI-compatible endpoint, ending in /v1."})
     api_key: str = field(repr=False, metadata={"help": "Bearer key; kept out of repr, files and logs."})
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host[:port], without user info, path or query (nothing secret)."""
+        url = urllib.parse.urlsplit(self.base_url)
+        return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
+
+    def record(self) -> dict:
+        """What results.json keeps of the judge: its model name and host."""
+        return {"judge": self.model, "judge_host": self.host}
 
 
 def judge_from_env(default_model: str) -> Judge:

@@ -127,10 +127,23 @@ def _merge_judgments(bench: Path, todo: Path, name: str) -> list[dict]:
     return list(kept.values())
 
 
+def reference_answers(data_dir: Path, judge_model: str) -> Path:
+    """The math/reasoning/coding reference answers: the judge's own (reference_answer/<judge>.jsonl;
+    the paper's GPT-4-Turbo column used the authors' gpt-4-1106-preview.jsonl) when present, else
+    gpt-4's, with a notice."""
+    own, fallback = data_dir / "reference_answer" / f"{judge_model}.jsonl", data_dir / "reference_answer" / "gpt-4.jsonl"
+    if own.exists():
+        return own
+    if judge_model != "gpt-4":
+        print(f"notice: no {own}: the {judge_model} judge gets gpt-4's reference answers ({fallback}); put the "
+              f"judge's own there to grade as the paper did", file=sys.stderr)
+    return fallback
+
+
 def judge(work_dir: str | Path, data_dir: str | Path, model_id: str, judge: Judge, python: Path,
           parallel: int = 4) -> dict:
     """fschat's gen_judgment on the questions not yet judged for `model_id`, then show_result.
-    Returns {"score", "turn_1", "turn_2", "judge"}."""
+    Returns {"score", "turn_1", "turn_2", "judge", "judge_host", "reference_answers"}."""
     work, data_dir = Path(work_dir), Path(data_dir)
     bench, todo = work / "data" / "mt_bench", work / "data" / "mt_bench_todo"
     questions = load_questions(data_dir)
@@ -138,9 +151,9 @@ def judge(work_dir: str | Path, data_dir: str | Path, model_id: str, judge: Judg
         raise MTBenchError(f"no answers of {model_id} in {bench / 'model_answer'}: write them first (write_answers)")
     shutil.copyfile(data_dir / "judge_prompts.jsonl", work / "judge_prompts.jsonl")
     shutil.copyfile(data_dir / "question.jsonl", bench / "question.jsonl")
+    references = reference_answers(data_dir, judge.model)
     for folder in (bench, todo):  # fschat looks the reference answers up by the judge's name
-        write_atomic(folder / "reference_answer" / f"{judge.model}.jsonl",
-                     (data_dir / "reference_answer" / "gpt-4.jsonl").read_text())
+        write_atomic(folder / "reference_answer" / f"{judge.model}.jsonl", references.read_text())
     name = f"{judge.model}_single.jsonl"
     done = {(r["question_id"], r["turn"]) for r in _merge_judgments(bench, todo, name) if r["model"] == model_id}
     missing = [q for q in questions if not {(q["question_id"], 1), (q["question_id"], 2)} <= done]
@@ -163,7 +176,8 @@ def judge(work_dir: str | Path, data_dir: str | Path, model_id: str, judge: Judg
     command = [str(python), "-m", "fastchat.llm_judge.show_result", "--bench-name", "mt_bench",
                "--judge-model", judge.model, "--model-list", model_id]
     run_logged("fschat show_result", command, work / "show_result.log", MTBenchError, cwd=work)
-    return parse_show_result((work / "show_result.log").read_text(), model_id) | {"judge": judge.model}
+    return (parse_show_result((work / "show_result.log").read_text(), model_id) | judge.record()
+            | {"reference_answers": references.stem})
 
 
 def parse_show_result(text: str, model_id: str) -> dict:

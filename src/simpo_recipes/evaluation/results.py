@@ -47,41 +47,78 @@ def ours(results: dict) -> dict[str, float]:
     return values
 
 
+BENCHMARK_NAMES = {"alpaca_eval": "AlpacaEval 2", "arena_hard": "Arena-Hard", "mt_bench": "MT-Bench"}
+
+
+def details(results: dict) -> list[str]:
+    """Per benchmark run: the decoding mode and the judge (model, host) that produced it."""
+    lines = []
+    for benchmark, entry in results.get("benchmarks", {}).items():
+        judge = entry.get("judge", "unknown judge") + (f" at {entry['judge_host']}" if entry.get("judge_host") else "")
+        mode = entry.get("decoding_mode", "not recorded")
+        decoding = f" ({entry['decoding']})" if entry.get("decoding") else ""
+        lines.append(f"{BENCHMARK_NAMES.get(benchmark, benchmark)}: decoding {mode}{decoding}; judge {judge}")
+    return lines
+
+
 def _cell(values: dict, column: str) -> str:
     value = values.get(column)
     return "—" if value is None else f"{value:.1f}{COLUMNS[column][2]}"
 
 
 def markdown(rows: list[dict]) -> str:
-    """rows: {"name", "ours", "paper"}; two lines per model, "—" where a number is missing."""
+    """rows: {"name", "ours", "paper", "details"}; two lines per model, "—" where a number is
+    missing; then how each of our numbers was produced (decoding mode, judge)."""
     lines = ["| model | source | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for row in rows:
         for source in ("ours", "paper"):
             lines.append(f"| {row['name']} | {source} | " + " | ".join(_cell(row[source], c) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n\n— : not evaluated, not computed, or not reported by the paper.\n"
+    lines += ["", "— : not evaluated, not computed, or not reported by the paper.", "", "How our numbers were produced:"]
+    lines += [f"- {row['name']}, {line}" for row in rows for line in row.get("details", [])]
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], path: str | Path) -> None:
-    """One panel per metric: ours and the paper's bar per model, "n/a" where missing."""
+    """One panel per metric that has a number (ours or the paper's), a bar per model and source
+    with its value printed; a missing number is an outlined, labelled placeholder."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(4 * len(COLUMNS), 3.8), squeeze=False)
-    for ax, column in zip(axes[0], COLUMNS):
+    columns = [c for c in COLUMNS if any(c in row[source] for row in rows for source in ("ours", "paper"))]
+    panels = max(len(columns), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(panels * max(2.8, 1.1 * len(rows) + 1.2), 4.4), squeeze=False)
+    sources = (("ours", -0.2, "tab:blue"), ("paper", 0.2, "tab:gray"))
+    for ax, column in zip(axes[0], columns):
+        unit = COLUMNS[column][2]
+        top = max([row[s].get(column, 0) for row in rows for s, _, _ in sources] + [1e-9])
+        ceiling = 100 if unit == "%" else 10
+        ax.set_ylim(0, min(ceiling, top * 1.25) if top > 0 else ceiling)
         for k, row in enumerate(rows):
-            for shift, source, color in ((-0.2, "ours", "tab:blue"), (0.2, "paper", "tab:gray")):
+            for source, shift, color in sources:
                 value = row[source].get(column)
                 if value is None:
-                    ax.text(k + shift, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                    height = ax.get_ylim()[1] * 0.12
+                    ax.bar(k + shift, height, 0.38, fill=False, edgecolor=color, hatch="//", linestyle="--")
+                    ax.text(k + shift, height, "missing", ha="center", va="bottom", fontsize=7, color=color)
                 else:
-                    ax.bar(k + shift, value, 0.4, color=color, label=source if k == 0 else None)
-        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right", fontsize=8)
-        ax.set_title(column)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+                    ax.bar(k + shift, value, 0.38, color=color)
+                    ax.text(k + shift, value, f"{value:.1f}{unit}", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=20 if len(rows) > 2 else 0, ha="right"
+                      if len(rows) > 2 else "center", fontsize=8)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        ax.set_title(column, fontsize=10)
+        ax.set_ylabel("win rate (%)" if unit == "%" else "score (1-10)")
+    if not columns:
+        axes[0][0].axis("off")
+        axes[0][0].text(0.5, 0.5, "no numbers yet: run `make eval`", ha="center", va="center")
+    handles = [Patch(color=c, label=s) for s, _, c in sources]
+    handles.append(Patch(fill=False, hatch="//", label="missing (not evaluated / not reported)"))
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Our evaluation beside the SimPO paper's numbers", fontsize=12)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -95,7 +132,8 @@ def collect(eval_root: str | Path, recipes_dir: str | Path) -> list[dict]:
         results = json.loads(path.read_text())
         recipe_file = Path(recipes_dir) / f"{results.get('recipe', '')}.yaml"
         paper = paper_numbers(load_recipe(recipe_file)) if recipe_file.exists() else {}
-        rows.append({"name": results.get("name", path.parent.name), "ours": ours(results), "paper": paper})
+        rows.append({"name": results.get("name", path.parent.name), "ours": ours(results), "paper": paper,
+                     "details": details(results)})
     return rows
 
 

@@ -101,15 +101,18 @@ def report_markdown(report: dict) -> str:
              f"policy `{report['model']}`, reward model `{report['reward_model']}` ({report['reward_type']}), "
              f"seeds {report['seeds']}, temperature {report['temperature']}, top_p {report['top_p']}, "
              f"max_new_tokens {report['max_new_tokens']}", "",
-             "| split | prompts | kept pairs | " + " | ".join(f"dropped: {r}" for r in reasons)
-             + " | truncated samples | margin min / median / mean / max |",
+             "| " + " | ".join(["split", "prompts", "kept pairs", *(f"dropped: {r}" for r in reasons),
+                                "truncated samples", "margin min / median / mean / max"]) + " |",
              "|" + "---|" * (5 + len(reasons))]
     for split, s in splits.items():
         m = s["margin"]
         margin = "—" if not m["n"] else f"{m['min']:.3g} / {m['median']:.3g} / {m['mean']:.3g} / {m['max']:.3g}"
-        lines.append(f"| {split} | {s['prompts']} | {s['kept']} | "
-                     + " | ".join(str(s["dropped"].get(r, 0)) for r in reasons)
-                     + f" | {s['truncated_samples']} | {margin} |")
+        cells = [split, s["prompts"], s["kept"], *(s["dropped"].get(r, 0) for r in reasons), s["truncated_samples"], margin]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    empty = [split for split, s in splits.items() if not s["kept"]]
+    if empty:
+        lines += ["", f"No pair was kept in {', '.join(empty)}: the preference stage cannot read an empty split "
+                      "(more prompts or seeds, a larger max_new_tokens, or leave the split out of dataset_splits)."]
     return "\n".join(lines) + "\n"
 
 

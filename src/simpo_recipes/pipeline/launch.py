@@ -15,9 +15,8 @@ from simpo_recipes.errors import ConfigError
 HYPERPARAMETERS = (
     "dtype", "attn_implementation", "max_length", "max_prompt_length", "learning_rate", "lr_scheduler_type",
     "warmup_steps", "num_train_epochs", "max_steps", "optim", "weight_decay", "adam_beta1", "adam_beta2",
-    "adam_epsilon", "max_grad_norm", "bf16", "activation_checkpointing", "seed", "beta", "gamma_beta_ratio",
-    "gamma", "loss_type", "label_smoothing", "sft_weight", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "load_in_4bit",
+    "adam_epsilon", "max_grad_norm", "bf16", "activation_checkpointing", "seed", "use_peft", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_modules", "load_in_4bit",
 )
 
 
@@ -101,10 +100,14 @@ def describe_stage(configs: tuple, topology: Topology, command: list[str]) -> li
     lines = [f"  model:           {model_args.model_name_or_path}",
              f"  data:            {mixer}; splits {', '.join(data_args.dataset_splits)}",
              "  hyperparameters: " + ", ".join(f"{k} {v}" for k, v in values.items() if v is not None)]
-    if hasattr(args, "effective_gamma"):
-        lines.append(f"  margin:          effective gamma {args.effective_gamma:.4g} (beta {args.beta:g})")
+    if len(configs) > 4:  # the preference stage: its objective and the objective's own hyperparameters
+        objective = configs[4]
+        settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                             for k, v in objective.hyperparameters().items() if v is not None)
+        lines.append(f"  objective:       {objective.name} ({objective.formula}); {settings or 'no hyperparameters'}"
+                     + ("; reference log-probs " + args.reference_logps if objective.needs_reference else ""))
     lines.append(f"  batch:           {batch_arithmetic(args, topology.num_processes)}")
-    rows = _rows(data_args, PREFERENCE_COLUMNS if hasattr(args, "beta") else SFT_COLUMNS)
+    rows = _rows(data_args, PREFERENCE_COLUMNS if len(configs) > 4 else SFT_COLUMNS)
     if rows is None:
         lines.append("  steps per epoch: counted at run time (hub data)")
     else:

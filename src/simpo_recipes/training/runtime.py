@@ -99,7 +99,9 @@ def compute_dtype(args: TrainingArguments) -> torch.dtype:
     return torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
 
 
-def load_model(model_args: ModelArguments, args: TrainingArguments, lora_args: LoraArguments):
+def load_model(model_args: ModelArguments, args: TrainingArguments, lora_args: LoraArguments | None = None):
+    """The starting model (with LoRA adapters when `lora_args` asks for them)."""
+    lora_args = lora_args or LoraArguments()
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = _from_pretrained(
         AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
