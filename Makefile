@@ -7,6 +7,7 @@ MODEL ?= tiny
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 DEMO_DATA := data/demo
 DEMO_OUT := outputs/tiny
+DEMO_MODELS ?= sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo
 # make train / make plan: NUM_GPUS= world size (default: every GPU found), ACCELERATE_CONFIG= topology
 # (default: the recipe's), FROM_SFT=published|MODEL skips SFT, OBJECTIVE=<method> runs the preference stage as
 # one of the recipe's methods (dpo, ipo, ...), ARGS= more --key=value overrides.
@@ -15,10 +16,11 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 # DeepSpeed compiles a CPU op on first use; keep it (and reuse it) inside the repository
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval eval table bench clean
+.PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval onpolicy demo-onpolicy eval table \
+	bench clean
 
 help:  ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  recipes: $(notdir $(basename $(wildcard recipes/*.yaml)))"
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -61,7 +63,19 @@ sweep: $(VENV)/.installed  ## Tune recipes/<MODEL>.yaml: learning rate, then gam
 
 demo-eval: $(VENV)/.installed  ## Answer held-out prompts with SFT and SimPO, judge by program and via alpaca_eval
 	$(OFFLINE) $(PY) scripts/evaluate_demo.py --recipe recipes/tiny.yaml --heldout $(DEMO_DATA)/heldout.jsonl \
-		--models sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo --output_dir $(DEMO_OUT)/eval
+		--models $(DEMO_MODELS) --output_dir $(DEMO_OUT)/eval
+
+onpolicy: $(VENV)/.installed  ## On-policy preference data for recipes/<MODEL>.yaml: sample, score, binarise (ARGS=--key=value)
+	$(if $(filter tiny,$(MODEL)),$(OFFLINE)) $(PY) scripts/make_onpolicy.py recipes/$(MODEL).yaml $(ARGS)
+
+demo-onpolicy: $(VENV)/.installed  ## make demo, plus SimPO on the SFT model's own samples scored by the program; one table
+	$(MAKE) --no-print-directory demo-data demo-model
+	$(MAKE) --no-print-directory train MODEL=tiny
+	$(MAKE) --no-print-directory onpolicy MODEL=tiny
+	$(OFFLINE) $(PY) scripts/train.py recipes/tiny.yaml --from_sft $(DEMO_OUT)/sft \
+		"--preference.dataset_mixer={$(DEMO_DATA)/onpolicy: 1.0}" --preference.output_dir=$(DEMO_OUT)/simpo-onpolicy
+	$(MAKE) --no-print-directory demo-eval \
+		DEMO_MODELS="sft=$(DEMO_OUT)/sft simpo=$(DEMO_OUT)/simpo simpo-onpolicy=$(DEMO_OUT)/simpo-onpolicy"
 
 # Benchmarks: the judge comes from the environment (JUDGE_BASE_URL, JUDGE_API_KEY, JUDGE_MODEL), or
 # JUDGE=local: the demo's program on 127.0.0.1 (offline, AlpacaEval 2 on the demo's held-out prompts).

@@ -229,7 +229,9 @@ def test_as_configured_mode_reaches_generates_sampling_arguments(models, tmp_pat
     monkeypatch.setattr(type(AutoModelForCausalLM.from_pretrained(models["llama3"])), "generate",
                         lambda self, **kw: seen.append(kw) or original(self, **kw))
     generate(tmp_path / "a.jsonl", models["llama3"], REQUESTS[:2], replace(settings, max_new_tokens=4))
-    assert [(k["do_sample"], k["temperature"], k["top_p"], k["max_new_tokens"]) for k in seen] == [(True, 0.9, 1.0, 4)]
+    assert [(k["do_sample"], k["max_new_tokens"]) for k in seen] == [(False, 4)]  # greedy over RowSampler's draw
+    [sampler] = seen[0]["logits_processor"]
+    assert (sampler.temperature, sampler.top_p, len(sampler.generators)) == (0.9, 1.0, 2)
 
 
 def test_recipes_reference_modes_and_vllm_sampling_params():

@@ -106,6 +106,12 @@ def judge(record: dict, response: str) -> bool:
     return response.strip() == expected_answer(record["task"], list(record["items"]))
 
 
+def reward(prompt: str, response: str) -> float:
+    """The program judge as a reward model (`type: program` in a recipe's onpolicy block): 1 for
+    the right answer to a demo instruction, 0 otherwise."""
+    return float(judge({"prompt": prompt}, response))
+
+
 def _prompt_id(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()
 

@@ -19,6 +19,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     Gemma2Config,
     GenerationConfig,
     LlamaConfig,
@@ -187,4 +188,15 @@ def build_tiny_model(family: str, output_dir: str | Path, texts: Iterable[str], 
         # save_pretrained drops attn_implementation; the loader honours it from config.json.
         cfg = json.loads((out / "config.json").read_text()) | {"attn_implementation": "eager"}
         (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def build_tiny_reward_model(output_dir: str | Path, texts: Iterable[str], seed: int = 0, **sizes: Any) -> Path:
+    """A tiny random-init Llama-3-style reward model: `build_tiny_model`'s folder, saved again as a
+    sequence-classification model with one logit, so every weight (the score head too) is in the
+    checkpoint and it loads the same everywhere."""
+    out = build_tiny_model("llama3", output_dir, texts, seed=seed, **sizes)
+    torch.manual_seed(seed + 1)
+    model = AutoModelForSequenceClassification.from_pretrained(out, num_labels=1)
+    model.save_pretrained(out)
     return out

@@ -1,10 +1,14 @@
 """Answer chat requests with a local model, resumably.
 
-A request is {"id", "messages"[, "temperature"]}: the conversation so far, ending with a user turn.
-Every engine gets the token ids of `chat.encode_prompt` (generation prompt included, exactly one
-BOS), never text it could re-tokenize with a second BOS. Backends: vLLM where it is installed and a
-GPU is present, batched transformers `generate` otherwise. Answers are saved after every batch, so
-a rerun generates only the missing ones.
+A request is {"id", "messages"[, "temperature", "seed"]}: the conversation so far, ending with a
+user turn. Every engine gets the token ids of `chat.encode_prompt` (generation prompt included,
+exactly one BOS), never text it could re-tokenize with a second BOS. Backends: vLLM where it is
+installed and a GPU is present, batched transformers `generate` otherwise. Answers are appended
+after every batch, so a rerun (also after kill -9) generates only the missing ones.
+
+Sampling is seeded per request (its own seed, else the settings'): vLLM gives each request a
+generator of its own, and so does `RowSampler` under transformers, so an answer depends on its
+prompt and seed, not on the other requests of its batch, their order, or a resume.
 
 Two decoding modes (`DECODING_MODES`) for a recipe's `generation:` block:
 - `as_configured`: sample at the configured temperature and top_p (greedy at temperature 0);
@@ -24,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from simpo_recipes.errors import UserError
-from simpo_recipes.files import read_jsonl, write_atomic, write_jsonl
+from simpo_recipes.files import append_jsonl, folder_digest, resume_rows
 
 BACKENDS = ("auto", "transformers", "vllm")
 DECODING_MODES = ("reference", "as_configured")
@@ -38,7 +42,7 @@ class GenerationSettings:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass when sampling."})
     stop: tuple[str, ...] = field(default=(), metadata={"help": "Strings (or special tokens) ending an answer."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate call."})
-    seed: int = field(default=42, metadata={"help": "Sampling seed."})
+    seed: int = field(default=42, metadata={"help": "Sampling seed of requests that name none."})
     backend: str = field(default="auto", metadata={"help": "auto: vLLM if installed and on GPU, else transformers."})
     beam_search: bool = field(default=False, metadata={
         "help": "alpaca-eval 0.6.2's do_sample quirk: beam search of width 1 on temperature-scaled log-probs."})
@@ -70,13 +74,6 @@ def describe(settings: GenerationSettings, temperature: float | None = None) -> 
     return f"sampling at temperature {t}, top_p {settings.top_p}" if t > 0 else "greedy"
 
 
-def transformers_sampling(temperature: float, top_p: float) -> dict:
-    """`generate` keyword arguments for sampling at `temperature` (greedy at 0)."""
-    if temperature > 0:
-        return {"do_sample": True, "temperature": temperature, "top_p": top_p}
-    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-
-
 def vllm_sampling(settings: GenerationSettings, temperature: float, stop_ids: list[int],
                   text_stops: list[str]) -> dict:
     """`vllm.SamplingParams` keyword arguments. Sampling: the whole answer in one request. Beam
@@ -102,6 +99,35 @@ def processed_logprobs(logits, temperature: float, top_p: float):
         drop[..., -1] = False  # the most likely token always stays
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -float("inf")))
     return torch.log_softmax(logits, dim=-1)
+
+
+class RowSampler:
+    """transformers logits processor: draws each row's next token from the row's own generator
+    (temperature, then top-p, as vLLM samples) and leaves only that token, which greedy search then
+    picks; so a row's answer depends on its prompt and seed only."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device) -> None:
+        import torch
+
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = processed_logprobs(scores, self.temperature, self.top_p).exp()
+        tokens = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter(-1, tokens[:, None], 0.0)
+
+
+def transformers_sampling(temperature: float, top_p: float, seeds: list[int], device) -> dict:
+    """`generate` keyword arguments: greedy search, which samples (from a temperature of
+    SAMPLING_EPS on, as vLLM does) through `RowSampler`, one generator per row seeded by `seeds`."""
+    from transformers import LogitsProcessorList
+
+    sampler = [RowSampler(seeds, temperature, top_p, device)] if temperature >= SAMPLING_EPS else []
+    return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+            "logits_processor": LogitsProcessorList(sampler)}
 
 
 class AlpacaEvalBeam:
@@ -145,26 +171,18 @@ class AlpacaEvalBeam:
         return self.running[0][-1]
 
 
-def _batch_seed(seed: int, prompts: list[list[int]]) -> int:
-    """The sampling seed of one batch: the configured seed and the batch's prompts, so the same
-    command samples the same answers whatever ran before it in the process."""
-    digest = hashlib.sha256(json.dumps([seed, prompts]).encode()).hexdigest()
-    return int(digest[:8], 16)
-
-
 def _request_key(request: dict, settings: GenerationSettings) -> str:
-    """What one answer depends on besides the model: its conversation and its temperature."""
+    """What one answer depends on besides the model: its conversation, its temperature and, for a
+    request that names one, its seed (the settings' seed is in the file's fingerprint)."""
     payload = [request["messages"], request.get("temperature", settings.temperature)]
+    payload += [request["seed"]] if "seed" in request else []
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _fingerprint(model_path: str | Path, settings: GenerationSettings) -> dict:
     """The model folder (files, sizes, mtimes) and the settings that change answers."""
-    root = Path(model_path).resolve()
-    files = sorted(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                   for p in root.rglob("*") if p.is_file() and "checkpoint-" not in str(p.relative_to(root)))
     kept = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "backend")}
-    return {"model_path": str(root), "files": hashlib.sha256("\n".join(files).encode()).hexdigest(),
+    return {"model_path": str(Path(model_path).resolve()), "files": folder_digest(model_path),
             "settings": json.loads(json.dumps(kept))}
 
 
@@ -187,7 +205,7 @@ def _stops(tokenizer, model_eos, stop: tuple[str, ...]) -> tuple[list[int], list
 
 
 class _Engine:
-    """Loads the model once; `__call__(prompt_ids, temperature)` returns new token ids per prompt."""
+    """Loads the model once; `__call__(prompt_ids, temperature, seeds)` returns new token ids per prompt."""
 
     def __init__(self, model_path: str | Path, settings: GenerationSettings) -> None:
         import torch
@@ -217,26 +235,27 @@ class _Engine:
             self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto").to(device).eval()
             self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
 
-    def __call__(self, prompts: list[list[int]], temperature: float) -> list[list[int]]:
+    def __call__(self, prompts: list[list[int]], temperature: float, seeds: list[int]) -> list[list[int]]:
         if self.settings.beam_search:
             return self._beam_search(prompts, temperature)
         if self.backend == "vllm":
             from vllm import SamplingParams
             from vllm.inputs import TokensPrompt
 
-            params = SamplingParams(**vllm_sampling(self.settings, temperature, self.stop_ids, self.text_stops))
+            kwargs = vllm_sampling(self.settings, temperature, self.stop_ids, self.text_stops)
+            by_seed = {seed: SamplingParams(**kwargs | {"seed": seed}) for seed in dict.fromkeys(seeds)}
+            params = next(iter(by_seed.values())) if len(by_seed) == 1 else [by_seed[seed] for seed in seeds]
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
             return [list(o.outputs[0].token_ids) for o in outs]
         import torch
 
         ids, mask = self._left_padded(prompts)
-        torch.manual_seed(_batch_seed(self.settings.seed, prompts))
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=self.settings.max_new_tokens,
                 eos_token_id=self.stop_ids, pad_token_id=self.pad,
                 **({"stop_strings": self.text_stops, "tokenizer": self.tokenizer} if self.text_stops else {}),
-                **transformers_sampling(temperature, self.settings.top_p))
+                **transformers_sampling(temperature, self.settings.top_p, seeds, self.model.device))
         return out[:, ids.shape[1]:].tolist()
 
     def _left_padded(self, prompts: list[list[int]]):
@@ -282,54 +301,60 @@ class _Engine:
                 out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, cache=out.cache,
                                  use_cache=True)
 
-    def decode(self, new_ids: list[int]) -> tuple[str, int]:
-        """(answer text, its length in tokens): cut at the first stop id, then at the first stop string."""
+    def decode(self, new_ids: list[int]) -> tuple[str, int, bool]:
+        """(answer text, its length in tokens, whether it ended): cut at the first stop id, then at
+        the first stop string; an answer with neither was cut by max_new_tokens."""
         end = next((k for k, t in enumerate(new_ids) if t in self.stop_ids), len(new_ids))
+        ended = end < len(new_ids)
         text = self.tokenizer.decode(new_ids[:end], skip_special_tokens=True)
         cut = min((text.find(t) for t in self.text_stops if t in text), default=-1)
         if cut >= 0:
-            text = text[:cut]
+            text, ended = text[:cut], True
             end = len(self.tokenizer(text, add_special_tokens=False).input_ids)
-        return text, end
+        return text, end, ended
 
 
 def generate(path: str | Path, model_path: str | Path, requests: list[dict], settings: GenerationSettings,
              desc: str | None = None) -> list[dict]:
-    """Rows {id, key, output, n_tokens} for `requests`, in their order, kept in the JSONL file `path`.
+    """Rows {id, key, output, n_tokens, truncated} for `requests`, in their order, kept in the JSONL
+    file `path`; `truncated`: the answer hit max_new_tokens without an end of turn.
 
     Rows already in `path` for the same model folder and settings are reused; the rest are
-    generated (similar lengths and one temperature per batch) and saved after every batch."""
+    generated and appended after every batch. Batches (one temperature, similar lengths) are cut
+    from all requests before the done ones are left out, so a resumed run batches the rest as an
+    uninterrupted run would."""
     from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
 
     from simpo_recipes.data.chat import encode_prompt
 
-    path = Path(path)
-    if not (Path(model_path) / "config.json").is_file():
+    hub_name = not Path(model_path).exists() and str(model_path).count("/") == 1  # loaded from the hub or its cache
+    if not hub_name and not (Path(model_path) / "config.json").is_file():
         raise UserError(f"no model in {model_path} (no config.json): train it first (make train) or fix the path")
-    meta_path = path.with_suffix(".meta.json")
-    fingerprint = _fingerprint(model_path, settings)
     keys = {r["id"]: _request_key(r, settings) for r in requests}
     if len(keys) != len(requests):
         raise ValueError(f"{path}: request ids must be unique")
-    done: dict[str, dict] = {}
-    if path.exists() and meta_path.exists() and json.loads(meta_path.read_text()) == fingerprint:
-        done = {row["id"]: row for row in read_jsonl(path) if keys.get(row["id"], row["key"]) == row["key"]}
-    elif path.exists():
-        print(f"{path}: the model or the decoding settings changed since it was written; regenerating")
-    todo = [r for r in requests if r["id"] not in done]
+    done = resume_rows(path, _fingerprint(model_path, settings), keys,
+                       changed="the model or the decoding settings changed")
+    todo = {r["id"] for r in requests if r["id"] not in done}
     if todo:
-        engine = _Engine(model_path, settings)
-        prompts = {r["id"]: encode_prompt(engine.tokenizer, r["messages"]) for r in todo}
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        prompts = {r["id"]: encode_prompt(tokenizer, r["messages"]) for r in requests}
         groups: dict[float, list[dict]] = {}  # one temperature per batch, similar lengths together
-        for r in sorted(todo, key=lambda r: len(prompts[r["id"]])):
+        for r in sorted(requests, key=lambda r: len(prompts[r["id"]])):
             groups.setdefault(r.get("temperature", settings.temperature), []).append(r)
         size = settings.batch_size
-        batches = [(t, g[i: i + size]) for t, g in groups.items() for i in range(0, len(g), size)]
-        write_atomic(meta_path, json.dumps(fingerprint, indent=1))
+        batches = [(t, [r for r in g[i: i + size] if r["id"] in todo])
+                   for t, g in groups.items() for i in range(0, len(g), size)]
+        batches = [(t, batch) for t, batch in batches if batch]
+        engine = _Engine(model_path, settings)
         for temperature, batch in tqdm(batches, desc=desc or f"generating {Path(model_path).name}"):
-            for r, new_ids in zip(batch, engine([prompts[r["id"]] for r in batch], temperature)):
-                text, n_tokens = engine.decode(new_ids)
-                done[r["id"]] = {"id": r["id"], "key": keys[r["id"]], "output": text, "n_tokens": n_tokens}
-            write_jsonl(path, list(done.values()))
+            seeds = [r.get("seed", settings.seed) for r in batch]
+            rows = []
+            for r, new_ids in zip(batch, engine([prompts[r["id"]] for r in batch], temperature, seeds)):
+                text, n_tokens, ended = engine.decode(new_ids)
+                rows.append({"id": r["id"], "key": keys[r["id"]], "output": text, "n_tokens": n_tokens,
+                             "truncated": not ended})
+            append_jsonl(path, rows)
+            done.update((row["id"], row) for row in rows)
     return [done[r["id"]] for r in requests]
-

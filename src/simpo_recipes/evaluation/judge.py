@@ -60,6 +60,22 @@ def _what(raw: bytes, content_type: str) -> str:
     return f"{content_type or 'a body'} {raw[:160]!r}"
 
 
+def _post(judge: Judge, payload: dict, timeout: float) -> tuple[bytes, str]:
+    """(body, content type) of one chat-completion request to the judge (urllib errors propagate)."""
+    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=json.dumps(payload).encode(), headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.read(), response.headers.get_content_type()
+
+
+def chat_completion(judge: Judge, messages: list[dict], max_tokens: int, timeout: float = 60.0,
+                    temperature: float = 0.0) -> str:
+    """The judge's answer to `messages` (one request; urllib and parsing errors propagate)."""
+    raw, _ = _post(judge, {"model": judge.model, "messages": messages, "max_tokens": max_tokens,
+                           "temperature": temperature}, timeout)
+    return json.loads(raw)["choices"][0]["message"]["content"]
+
+
 def check_reachable(judge: Judge, timeout: float = 60.0, logprobs: bool = False) -> None:
     """One tiny chat completion, so an unreachable, misconfigured or incompatible judge fails once,
     clearly, before a harness retries every item for minutes (or fails on an answer it cannot parse).
@@ -67,12 +83,9 @@ def check_reachable(judge: Judge, timeout: float = 60.0, logprobs: bool = False)
     payload = {"model": judge.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
     if logprobs:
         payload |= {"logprobs": True, "top_logprobs": 2}
-    request = urllib.request.Request(f"{judge.base_url}/chat/completions", data=json.dumps(payload).encode(), headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {judge.api_key}"})
     where = f"judge {judge.model!r} at {judge.base_url}"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw, content_type = response.read(), response.headers.get_content_type()
+        raw, content_type = _post(judge, payload, timeout)
     except urllib.error.HTTPError as e:
         raw = e.read()
         detail = _what(raw, e.headers.get_content_type()) if raw.lstrip()[:1] == b"<" else \

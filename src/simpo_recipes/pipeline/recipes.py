@@ -12,6 +12,7 @@ from typing import Any
 from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.config.parsing import build, parse_overrides, read_yaml
 from simpo_recipes.objectives import OBJECTIVES
+from simpo_recipes.onpolicy.config import OnPolicyConfig
 
 STAGE_SCRIPTS = {"sft": "scripts/run_sft.py", "preference": "scripts/run_preference.py"}
 
@@ -141,7 +142,7 @@ class Method:
         self.label = self.label or OBJECTIVES[self.objective].label
 
 
-NESTED = {"generation": Generation, "hardware": Hardware, "sweep": Sweep}
+NESTED = {"generation": Generation, "hardware": Hardware, "sweep": Sweep, "onpolicy": OnPolicyConfig}
 
 
 @dataclass
@@ -158,6 +159,8 @@ class Recipe:
     sweep: Sweep = field(default_factory=Sweep, metadata={"help": "What `make sweep` tunes (default: the paper's)."})
     methods: dict[str, Method] = field(default_factory=dict, metadata={
         "help": "Preference methods compared in this setting, by name: OBJECTIVE=<name> selects one."})
+    onpolicy: OnPolicyConfig | None = field(default=None, metadata={
+        "help": "How `make onpolicy` builds this recipe's on-policy preference data."})
     root: Path = field(init=False, default=Path("."), metadata={"help": "The repository holding recipes/."})
 
     def __post_init__(self) -> None:
