@@ -14,15 +14,13 @@ import dataclasses
 import subprocess
 import sys
 
+from simpo_recipes.cli import run_cli
 from simpo_recipes.config.parsing import build, parse_overrides
 from simpo_recipes.errors import ConfigError
-from simpo_recipes.evaluation.judge import JudgeError
 from simpo_recipes.onpolicy.binarise import report_markdown
 from simpo_recipes.onpolicy.config import OnPolicyConfig
 from simpo_recipes.onpolicy.pipeline import STEPS, policy_model, run
-from simpo_recipes.onpolicy.reward_models import RewardModelError
 from simpo_recipes.pipeline.recipes import load_recipe
-from simpo_recipes.training.runtime import run_cli
 
 
 def resolve(argv: list[str]) -> tuple:
@@ -61,7 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        run_cli(main)
-    except (RewardModelError, JudgeError) as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

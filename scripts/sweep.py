@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from simpo_recipes.cli import run_cli
 from simpo_recipes.config.arguments import ConfigError
 from simpo_recipes.pipeline.launch import prepare_stage, recipe_topology
 from simpo_recipes.pipeline.recipes import load_recipe, stage_commands
@@ -38,7 +39,6 @@ from simpo_recipes.pipeline.sweep import (
     report,
     slurm_script,
 )
-from simpo_recipes.training.runtime import run_cli
 
 
 def parse_grid(entries: list[str]) -> dict[str, list]:

@@ -14,7 +14,7 @@ def prompt_id(prompt: str) -> str:
 def load_prompts(source: str, split: str, column: str = "prompt", max_prompts: int | None = None) -> list[dict]:
     """[{prompt_id, prompt}] of the sorted unique, non-empty `column` values of `source` [`split`]
     (the first `max_prompts` of them when given)."""
-    ds = load_split(source, split)
+    ds = load_split(source, split, (column,))
     if column not in ds.column_names:
         raise DataError(f"{source} [{split}]: no column {column!r} (it has {ds.column_names}); set prompt_column")
     values = ds[column]

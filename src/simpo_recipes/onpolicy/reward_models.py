@@ -26,11 +26,12 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from simpo_recipes.errors import UserError
 from simpo_recipes.files import append_jsonl, folder_digest, resume_rows
 from simpo_recipes.onpolicy.config import RewardModelConfig
 
 
-class RewardModelError(RuntimeError):
+class RewardModelError(UserError, RuntimeError):
     """The reward model cannot be loaded or used; the message says why and what to do."""
 
 
