@@ -161,9 +161,6 @@ class PreferenceConfig(TrainingArguments):
         if not isinstance(self.lm_head_chunk_size, int) or self.lm_head_chunk_size < 0:
             raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 "
                               "(0: full logits)")
-        if self.lm_head_chunk_size == 0 and (self.padding_free or self.prefix_sharing):
-            raise ConfigError("padding_free and prefix_sharing score tokens with the chunked LM head: set "
-                              "lm_head_chunk_size > 0, or set both to false for the reference path")
         if self.likelihood_drop_warning is not None and not self.likelihood_drop_warning > 0:
             raise ConfigError(f"likelihood_drop_warning = {self.likelihood_drop_warning}: must be > 0 (null: off)")
         if self.kl_eval_prompts < 0 or self.kl_max_new_tokens <= 0:
