@@ -17,19 +17,26 @@ def test_make_bench_compares_the_contenders(tmp_path):
         unavailable(str(err))
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# Notes kept\n\n{BEGIN}\nstale results\n{END}\n\nTail kept.\n")
-    args = (f"--output {doc} --shapes body-heavy --batch 2 --steps 2 --warmup 1 --length_scale 0.1 "
-            "--seq_lens 64 --vocab_sizes")
+    args = (f"--output {doc} --shapes body-heavy gemma2-shaped --zero3_shapes body-heavy --batch 2 --steps 2 "
+            "--warmup 1 --length_scale 0.1 --seq_lens 64 --vocab_sizes")
     result = run_make(REPO_ROOT, "bench", f"BENCH_ARGS={args}", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = doc.read_text()
     assert text.startswith("# Notes kept") and text.endswith("Tail kept.\n") and "stale results" not in text
     assert "| trl-dpo |" in text and "step ÷ TRL-CPO" in text and "### Scaling with sequence length" in text
+    assert "step ÷ limit" in text and "### 2 processes, DeepSpeed ZeRO-3" in text
     results = json.loads(doc.with_suffix(".json").read_text())
-    main = results["main"]["body-heavy"]
-    assert list(main) == ["ours", "ours-reference", "ours-dpo", "trl-cpo-simpo", "trl-dpo"]
-    for name in ("ours", "trl-cpo-simpo"):  # both equal the plain fp32 SimPO step
-        assert main[name]["loss_diff"] <= 1e-5 and main[name]["grad_diff"] <= 1e-5, main[name]
-    assert main["trl-dpo"]["loss_diff"] is None and main["ours-dpo"]["loss_diff"] is None  # another objective
-    assert all(r["peak_mib"] > 100 and r["step_s"] > 0 for r in main.values())
+    for shape in ("body-heavy", "gemma2-shaped"):
+        main = results["main"][shape]
+        assert list(main) == ["ours", "limit", "ours-reference", "ours-dpo", "trl-cpo-simpo", "trl-dpo"]
+        for name in ("ours", "trl-cpo-simpo"):  # both equal the plain fp32 SimPO step (Gemma-2: soft caps, window)
+            assert main[name]["loss_diff"] <= 1e-5 and main[name]["grad_diff"] <= 1e-5, (shape, main[name])
+        for name in ("trl-dpo", "ours-dpo", "limit"):  # other objectives
+            assert main[name]["loss_diff"] is None, (shape, name)
+        assert all(r["peak_mib"] > 100 and r["step_s"] > 0 and r["processes"] == 1 for r in main.values())
+    zero3 = results["zero3"]["body-heavy"]
+    assert list(zero3) == ["ours", "trl-cpo-simpo"]
+    assert all(r["processes"] == 2 and r["peak_mib"] > 100 and r["step_s"] > 0 for r in zero3.values())
+    assert zero3["ours"]["tokens"] == results["main"]["body-heavy"]["ours"]["tokens"]  # the same pairs, split
     assert set(results["scaling"]["sequence length"]["64"]) == {"ours", "trl-cpo-simpo"}
     assert doc.with_suffix(".png").stat().st_size > 10_000
