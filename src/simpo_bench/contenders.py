@@ -45,6 +45,10 @@ SHAPES = {
     # Llama-3.2-1B's dimensions (untied head), for MFU on a GPU; too slow for a CPU run.
     "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                      num_key_value_heads=8, vocab_size=128256),
+    # 4 of Llama-3-8B's 32 layers with its real head and vocabulary: the head's share of a real step's
+    # memory at full width (a GPU shape).
+    "llama8b-layers": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=4, num_attention_heads=32,
+                           num_key_value_heads=8, vocab_size=128256),
 }
 # UltraFeedback-like token lengths under the Llama-3 template, as log-normal (median, sigma): short
 # prompts with a long tail, responses of a few hundred tokens. Approximate: shapes, not measurements.
@@ -194,6 +198,19 @@ def numerics(name: str, trainer, rows: list[dict], spec: dict) -> tuple[float, f
     return abs(got[0] - want[0]), max((a - b).abs().max().item() for a, b in zip(got[1], want[1]))
 
 
+def attention_ops(trainer) -> list[str]:
+    """The attention operators that one profiled forward of the contender's loss actually ran (SDPA's
+    flash, memory-efficient or math kernel; none for eager attention, which is matmul and softmax)."""
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.no_grad(), torch.profiler.profile(activities=activities) as profile:
+        trainer.compute_loss(trainer.model, batch)
+    words = ("attention", "flash", "fmha", "sdp")
+    return sorted({event.key for event in profile.key_averages() if any(w in event.key.lower() for w in words)})
+
+
 def run_contender(name: str, rows: list[dict], spec: dict) -> dict:
     """Train `spec["steps"]` steps of `spec["batch"]` pairs per process; time the steps after the warm-up.
     Under a multi-process launch every process takes its share of each global batch."""
@@ -217,7 +234,10 @@ def run_contender(name: str, rows: list[dict], spec: dict) -> dict:
     tokens = sum(2 * len(r["prompt_input_ids"]) + len(r["chosen_input_ids"]) + len(r["rejected_input_ids"])
                  for r in timed_rows)
     loss_diff, grad_diff = numerics(name, trainer, rows, spec)
+    single = trainer.accelerator.num_processes == 1  # one process: profile one more forward
     return {"contender": name, "processes": trainer.accelerator.num_processes,
+            "attention": trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation,
+            "attention_ops": attention_ops(trainer) if single else None,
             "step_s": statistics.median(times), "cpu_s": statistics.median(cpu_times),
             "tokens_per_s": tokens / times.sum(), "peak_mib": peak.item(), "training_adds_mib": adds.item(),
             "loss_diff": loss_diff, "grad_diff": grad_diff, "params": params, "tokens": tokens}

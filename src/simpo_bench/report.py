@@ -42,7 +42,9 @@ def main_table(shape: str, results: dict[str, dict], peak_tflops: float | None, 
                   fmt(r["grad_diff"])]
         cells += [f"{r['tokens_per_s'] * flops_per_token(s) / (peak_tflops * 1e12):.1%}"] if peak_tflops else []
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    ops = [f"`{name}` {r['attention']}: {', '.join(r['attention_ops']) or 'no attention operator (eager)'}"
+           for name, r in results.items() if r.get("attention_ops") is not None]
+    return lines + ([""] + ["Attention run (profiled forward): " + "; ".join(ops) + "."] if ops else []) + [""]
 
 
 def scaling_table(axis: str, points: dict[int, dict[str, dict]]) -> list[str]:
