@@ -132,7 +132,8 @@ class PreferenceConfig(TrainingArguments):
     # The fast step (docs/benchmarks.md); each part is switchable and tested equal to the reference.
     lm_head_chunk_size: int = field(
         default=256, metadata={"help": "Scored tokens per LM-head chunk (fp32 log-softmax, no [2B, T, V] logits); "
-                                       "0: the model's full logits, the reference path."}
+                                       "0: the model's full logits (the reference path when padding_free and "
+                                       "prefix_sharing are false too)."}
     )
     padding_free: bool = field(
         default=True, metadata={"help": "Pack a micro-batch's sequences into one row: no compute on padding."}
