@@ -17,7 +17,7 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
 .PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval onpolicy demo-onpolicy eval table \
-	bench clean
+	bench gpu-bench clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -88,8 +88,11 @@ eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MO
 table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
 	$(PY) scripts/make_table.py
 
-bench: $(VENV)/.installed  ## Time the SimPO step against TRL CPO-SimPO and DPO -> docs/benchmarks.md (BENCH_ARGS=...)
+bench: $(VENV)/.installed  ## Time the SimPO step against its limit, TRL CPO-SimPO, DPO, and under ZeRO-3 -> docs/benchmarks.md (BENCH_ARGS=...)
 	$(OFFLINE) $(PY) scripts/bench_simpo.py $(BENCH_ARGS)
+
+gpu-bench: $(VENV)/.installed  ## The step benchmark on one H100/H200 node, bf16, < 8 min -> docs/benchmarks-gpu.md (WHEELS=, DRY_RUN=1: CPU)
+	$(OFFLINE) PY=$(PY) scripts/gpu_bench.sh
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs

@@ -1,5 +1,6 @@
 """The fast step (chunked LM head, padding-free packing, prefix sharing) against the reference path
-(full logits, padded [2B, T] batch), for every objective: loss, every gradient and the logged metrics."""
+(full logits, padded [2B, T] batch), for every objective and for Llama (SDPA) and Gemma-2 (eager
+attention, soft caps, sliding window): loss, every gradient and the logged metrics."""
 import logging
 import os
 import subprocess
@@ -9,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from preference_cases import VOCAB, perturbed, step, tiny_llama
-from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config
+from transformers import AutoModelForCausalLM, Gemma2Config, GPT2Config, MistralConfig
 
 from simpo_demo.task import write_demo_data
 from simpo_demo.tiny_models import build_tiny_model
 from simpo_recipes.config.arguments import ConfigError, PreferenceConfig
 from simpo_recipes.objectives import OBJECTIVES
 from simpo_recipes.training.collator import PairCollator
-from simpo_recipes.training.logps import response_logps
-from simpo_recipes.training.packing import PAIR_ATTENTION
+from simpo_recipes.training.logps import SequenceScorer, response_logps
+from simpo_recipes.training.packing import PAIR_EAGER, PAIR_SDPA
 from simpo_recipes.training.reporting import read_metrics
 
 REFERENCE = dict(lm_head_chunk_size=0, padding_free=False, prefix_sharing=False)
@@ -26,21 +27,27 @@ FAST = {  # odd chunk sizes put chunk boundaries inside responses
     "packed": dict(lm_head_chunk_size=5, padding_free=True, prefix_sharing=False),
     "prompt shared, a row per pair": dict(lm_head_chunk_size=7, padding_free=False, prefix_sharing=True),
     "packed + prompt shared (default)": {},
+    "packed + prompt shared, full logits": dict(lm_head_chunk_size=0),
 }
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny(family: str):
+def tiny(family: str, **overrides):
     torch.manual_seed(0)
     if family == "llama":
         return tiny_llama()
     if family == "gpt2":  # tied embeddings, and the body is `.transformer`, not `.model`
         config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=256, resid_pdrop=0.0,
                             embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1)
-    else:  # Gemma-2: eager attention, attention and final logit soft-capping, sliding window below 70
+    elif family == "mistral":  # SDPA with a sliding window shorter than the longest prompt (70)
+        config = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, sliding_window=16)
+    else:  # Gemma-2: eager attention; attention soft cap low enough to bind; sliding window on alternate layers
         config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=16,
-                              final_logit_softcapping=3.0)
+                              attn_logit_softcapping=0.02, final_logit_softcapping=3.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     config._attn_implementation = "eager" if family == "gemma2" else "sdpa"
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
@@ -63,12 +70,15 @@ def assert_equal(got, want):
 
 @pytest.mark.parametrize("path", FAST)
 @pytest.mark.parametrize("name", OBJECTIVES)
-def test_fast_paths_equal_the_reference_for_every_objective(name, path, tmp_path):
-    model = tiny("llama")
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_fast_paths_equal_the_reference_for_every_objective(family, name, path, tmp_path):
+    model = tiny(family)
     want = fast_step(model, tmp_path, name, **REFERENCE)
     got = fast_step(model, tmp_path, name, **FAST[path])
     assert_equal(got, want)
     assert got[2]["lengths/rejected"] == pytest.approx((7 + 1 + 9 + 30) / 4)
+    packed = got[3].data_collator.padding_free or got[3].data_collator.prefix_sharing
+    assert packed == (got[3].args.padding_free or got[3].args.prefix_sharing)  # nothing switched itself off
 
 
 def test_simpo_sft_weight_on_the_fast_path(tmp_path):
@@ -102,29 +112,55 @@ def test_lora_adapters(tmp_path):
     assert_equal(got, fast_step(model, tmp_path, **REFERENCE))
 
 
-def test_gemma2_keeps_padded_batches_and_soft_caps_the_chunked_head(tmp_path, caplog):
+def test_gemma2_packs_with_its_eager_attention_and_soft_caps(tmp_path, caplog):
     model = tiny("gemma2")
     with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
         got = fast_step(model, tmp_path, "kto")
-    assert "'eager' attention" in caplog.text
-    assert not got[3].data_collator.padding_free and got[3].scorer.chunked_head.softcap == 3.0
+    assert caplog.text == ""  # nothing switched off, nothing to say
+    assert got[3].data_collator.padding_free and got[3].data_collator.prefix_sharing
+    assert got[3].model.config._attn_implementation == PAIR_EAGER and got[3].scorer.chunked_head.softcap == 3.0
     assert_equal(got, fast_step(model, tmp_path, "kto", **REFERENCE))
+    # the attention soft cap and the window bind on these pairs: a packed step ignoring either would differ
+    for unbound in (dict(attn_logit_softcapping=None), dict(sliding_window=4096)):
+        grads = fast_step(tiny("gemma2", **unbound), tmp_path, "kto", **REFERENCE)[1]
+        assert max((grads[name] - got[1][name]).abs().max().item() for name in grads) > 1e-4, unbound
 
 
-def test_scaled_logits_fall_back_to_the_reference_path(tmp_path, caplog):
+def test_sdpa_sliding_window_in_packed_spans(tmp_path):
+    model = tiny("mistral")
+    got = fast_step(model, tmp_path)
+    assert got[3].model.config._attn_implementation == PAIR_SDPA and got[3].data_collator.prefix_sharing
+    assert_equal(got, fast_step(model, tmp_path, **REFERENCE))
+
+
+def test_unsupported_attention_keeps_padded_batches_and_says_why_once(caplog):
+    model = tiny("llama")
+    model.config._attn_implementation = "flash_attention_2"  # not installed here: only the scorer's choice runs
+    with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
+        scorer = SequenceScorer(model, lm_head_chunk_size=8, padding_free=True, prefix_sharing=True)
+    assert not scorer.packed and scorer.chunked_head is not None
+    assert caplog.messages == ["policy: padding_free and prefix_sharing off, padded batches are used: packed "
+                               "attention runs span by span on SDPA or eager attention; this model uses "
+                               "'flash_attention_2'"]
+
+
+def test_scaled_logits_keep_the_full_logits_on_packed_rows(tmp_path, caplog):
     model = tiny("llama")
     model.config.logit_scale = 0.5  # Cohere-style: the chunked head does not apply it
     with caplog.at_level(logging.WARNING, logger="simpo_recipes"):
-        _, _, _, trainer = fast_step(model, tmp_path)
-    assert trainer.scorer.chunked_head is None and "scales its logits" in caplog.text
-    assert not trainer.data_collator.padding_free
+        got = fast_step(model, tmp_path)
+    trainer = got[3]
+    assert trainer.scorer.chunked_head is None and trainer.data_collator.prefix_sharing
+    assert caplog.messages == ["policy: chunked LM head off, the model's full logits are used: it scales its "
+                               "logits (logit_scale)"]
+    assert_equal(got, fast_step(model, tmp_path, **REFERENCE))
 
 
 def test_saved_model_does_not_keep_the_packed_attention(tmp_path):
     _, _, _, trainer = fast_step(tiny("llama"), tmp_path)
-    assert trainer.model.config._attn_implementation == PAIR_ATTENTION
+    assert trainer.model.config._attn_implementation == PAIR_SDPA
     trainer.model.save_pretrained(tmp_path / "saved")
-    assert PAIR_ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
+    assert PAIR_SDPA not in (tmp_path / "saved" / "config.json").read_text()
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved")
     assert reloaded.config._attn_implementation == "sdpa"
 
@@ -146,13 +182,9 @@ def test_collator_layouts():
         (1, 21, 0), (1, 31, 2), (3, 32, 2), (5, 22, 1), (6, 23, 1), (5, 33, 3)]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(lm_head_chunk_size=-1), "lm_head_chunk_size"),
-    (dict(lm_head_chunk_size=0), "set lm_head_chunk_size > 0, or set both to false"),
-])
-def test_fast_path_config_errors(bad, message, tmp_path):
-    with pytest.raises(ConfigError, match=message):
-        PreferenceConfig(output_dir=str(tmp_path), **bad)
+def test_fast_path_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="lm_head_chunk_size = -1: must be an integer ≥ 0"):
+        PreferenceConfig(output_dir=str(tmp_path), lm_head_chunk_size=-1)
 
 
 

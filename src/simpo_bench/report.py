@@ -13,31 +13,38 @@ SCALED = ("ours", "trl-cpo-simpo")  # the scaling sweeps compare these two
 def flops_per_token(shape: dict) -> float:
     """6 × matmul parameters (forward + backward): attention projections, MLP, LM head."""
     h, v = shape["hidden_size"], shape["vocab_size"]
-    kv = h * shape["num_key_value_heads"] // shape["num_attention_heads"]
-    return 6 * (shape["num_hidden_layers"] * (2 * h * h + 2 * h * kv + 3 * h * shape["intermediate_size"]) + h * v)
+    head_dim = shape.get("head_dim", h // shape["num_attention_heads"])
+    q, kv = shape["num_attention_heads"] * head_dim, shape["num_key_value_heads"] * head_dim
+    return 6 * (shape["num_hidden_layers"] * (2 * h * q + 2 * h * kv + 3 * h * shape["intermediate_size"]) + h * v)
 
 
 def fmt(x, spec=".2g") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def main_table(shape: str, results: dict[str, dict], peak_tflops: float | None) -> list[str]:
+def main_table(shape: str, results: dict[str, dict], peak_tflops: float | None, title: str | None = None) -> list[str]:
+    """One shape's contenders; every ratio is to another contender of the same run ("n/a" if it did not run)."""
     s = SHAPES[shape]
     share = 6 * s["hidden_size"] * s["vocab_size"] / flops_per_token(s)
-    cpo, dpo = results.get("trl-cpo-simpo"), results.get("trl-dpo")
-    cols = ["contender", "step (s)", "CPU s/step", "useful tokens/s", "peak memory (MiB)", "training adds (MiB)",
-            "step ÷ TRL-CPO", "step ÷ DPO", "memory ÷ TRL-CPO", "memory ÷ DPO", "\\|Δloss\\|", "max \\|Δgrad\\|"]
+    bases = {"limit": results.get("limit"), "ours": results.get("ours"), "TRL-CPO": results.get("trl-cpo-simpo"),
+             "DPO": results.get("trl-dpo")}
+    cols = ["contender", "step (s)", "CPU s/step", "useful tokens/s", "peak memory (MiB)", "training adds (MiB)"]
+    cols += [f"step ÷ {b}" for b in bases] + ["memory ÷ TRL-CPO", "memory ÷ DPO", "\\|Δloss\\|", "max \\|Δgrad\\|"]
     cols += ["MFU"] if peak_tflops else []
-    lines = [f"### {shape}: {s}", "", f"LM head: {share:.1%} of the matmul FLOPs.", "",
+    lines = [f"### {title or shape}: {s}", "", f"LM head: {share:.1%} of the matmul FLOPs.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, r in results.items():
         ratio = lambda key, base, r=r: fmt(base and r[key] / base[key], ".2f")  # noqa: E731
         cells = [name, f"{r['step_s']:.3f}", f"{r['cpu_s']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_mib']:.0f}",
-                 f"{r['training_adds_mib']:.0f}", ratio("step_s", cpo), ratio("step_s", dpo), ratio("peak_mib", cpo),
-                 ratio("peak_mib", dpo), fmt(r["loss_diff"]), fmt(r["grad_diff"])]
+                 f"{r['training_adds_mib']:.0f}"]
+        cells += [ratio("step_s", base) for base in bases.values()]
+        cells += [ratio("peak_mib", bases["TRL-CPO"]), ratio("peak_mib", bases["DPO"]), fmt(r["loss_diff"]),
+                  fmt(r["grad_diff"])]
         cells += [f"{r['tokens_per_s'] * flops_per_token(s) / (peak_tflops * 1e12):.1%}"] if peak_tflops else []
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    ops = [f"`{name}` {r['attention']}: {', '.join(r['attention_ops']) or 'no attention operator (eager)'}"
+           for name, r in results.items() if r.get("attention_ops") is not None]
+    return lines + ([""] + ["Attention run (profiled forward): " + "; ".join(ops) + "."] if ops else []) + [""]
 
 
 def scaling_table(axis: str, points: dict[int, dict[str, dict]]) -> list[str]:
@@ -60,11 +67,12 @@ def plot(main: dict, scaling: dict, png: Path) -> None:
 
     metrics = (("step_s", "median step (s)"), ("peak_mib", "peak memory (MiB)"))
     fig, axes = plt.subplots(1 + len(scaling), 2, figsize=(12, 3.6 * (1 + len(scaling))), squeeze=False)
+    width = 0.8 / max(len(results) for results in main.values())
     for ax, (metric, label) in zip(axes[0], metrics):
         for i, results in enumerate(main.values()):
             for j, (name, r) in enumerate(results.items()):
-                ax.bar(i + 0.2 * j, r[metric], 0.2, color=f"C{j}", label=name if i == 0 else None)
-        ax.set_xticks([i + 0.3 for i in range(len(main))], list(main))
+                ax.bar(i + width * j, r[metric], width, color=f"C{j}", label=name if i == 0 else None)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(main))], list(main))
         ax.set_title(label)
         ax.legend(fontsize=8)
     for row, (axis, points) in zip(axes[1:], scaling.items()):

@@ -132,7 +132,8 @@ class PreferenceConfig(TrainingArguments):
     # The fast step (docs/benchmarks.md); each part is switchable and tested equal to the reference.
     lm_head_chunk_size: int = field(
         default=256, metadata={"help": "Scored tokens per LM-head chunk (fp32 log-softmax, no [2B, T, V] logits); "
-                                       "0: the model's full logits, the reference path."}
+                                       "0: the model's full logits (the reference path when padding_free and "
+                                       "prefix_sharing are false too)."}
     )
     padding_free: bool = field(
         default=True, metadata={"help": "Pack a micro-batch's sequences into one row: no compute on padding."}
@@ -161,9 +162,6 @@ class PreferenceConfig(TrainingArguments):
         if not isinstance(self.lm_head_chunk_size, int) or self.lm_head_chunk_size < 0:
             raise ConfigError(f"lm_head_chunk_size = {self.lm_head_chunk_size!r}: must be an integer ≥ 0 "
                               "(0: full logits)")
-        if self.lm_head_chunk_size == 0 and (self.padding_free or self.prefix_sharing):
-            raise ConfigError("padding_free and prefix_sharing score tokens with the chunked LM head: set "
-                              "lm_head_chunk_size > 0, or set both to false for the reference path")
         if self.likelihood_drop_warning is not None and not self.likelihood_drop_warning > 0:
             raise ConfigError(f"likelihood_drop_warning = {self.likelihood_drop_warning}: must be > 0 (null: off)")
         if self.kl_eval_prompts < 0 or self.kl_max_new_tokens <= 0:

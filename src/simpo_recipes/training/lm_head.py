@@ -3,9 +3,12 @@
 The body's last hidden states are taken from the model's own forward (so DDP and gradient
 checkpointing see an ordinary call) with `logits_to_keep=1`; only the scored positions go through
 the head, `chunk_size` at a time, with the log-softmax in fp32. The backward recomputes each chunk's
-logits and accumulates the weight gradient chunk by chunk. TRL's `ChunkedLogProbFunction` does the
-same job but folds each tile in ~10 elementwise passes on CPU: 2× slower than full logits here
-(one thread, 1024 tokens, vocabulary 128k), where this one is as fast as they are.
+logits and accumulates the weight gradient chunk by chunk. The chunked computation runs as the head
+module's own call, so the hooks on that module run as for its ordinary forward: DeepSpeed ZeRO-3
+gathers the sharded weight for the forward and again for the backward, and reduces its gradient.
+TRL's `ChunkedLogProbFunction` does the same job but folds each tile in ~10 elementwise passes on
+CPU: 2× slower than full logits here (one thread, 1024 tokens, vocabulary 128k), where this one is
+as fast as they are.
 """
 from __future__ import annotations
 
@@ -69,12 +72,8 @@ class ChunkedHeadLogps(torch.autograd.Function):
 
 def chunked_head_support(model) -> str | None:
     """Why the chunked head cannot replace this model's own head, or None when it can."""
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-
     config = model.config.get_text_config()
     head = model.get_output_embeddings()
-    if is_deepspeed_zero3_enabled():
-        return "DeepSpeed ZeRO-3 shards the head weight, which is only gathered inside its own forward"
     if not isinstance(head, torch.nn.Linear):
         return f"its output head is {type(head).__name__}, not a Linear layer"
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model
@@ -104,6 +103,18 @@ class ChunkedHead:
             model(**model_inputs, logits_to_keep=1)
         finally:
             handle.remove()
-        hidden = captured[-1].flatten(0, 1)[score_index]
-        return ChunkedHeadLogps.apply(hidden, self.head.weight, self.head.bias, score_target, self.chunk_size,
-                                      self.softcap)
+        return self._head_call(captured[-1].flatten(0, 1)[score_index], score_target)
+
+    def _head_call(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """ChunkedHeadLogps as the head's forward for one call of the head module, whose hooks (ZeRO-3's
+        gathering and gradient reduction) thus run around it; any forward set on the instance is put back."""
+        head = self.head
+        own_forward = vars(head).pop("forward", None)  # e.g. accelerate's device hooks wrap it per instance
+        head.forward = lambda hidden, targets: ChunkedHeadLogps.apply(hidden, head.weight, head.bias, targets,
+                                                                      self.chunk_size, self.softcap)
+        try:
+            return head(hidden, targets)
+        finally:
+            del head.forward
+            if own_forward is not None:
+                head.forward = own_forward

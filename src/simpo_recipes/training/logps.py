@@ -2,8 +2,8 @@
 
 Two paths give the same numbers (tests hold them within 1e-5): the plain one runs the model's own
 head over a padded [2B, T] batch (full logits); the fast one scores only response tokens through
-the chunked head (`lm_head.py`), optionally on packed rows (`packing.py`). `SequenceScorer` picks
-the fast parts a model supports, says once why any is off, and serves the policy, a live
+the chunked head (`lm_head.py`) and runs packed rows (`packing.py`), each part on its own. `SequenceScorer`
+picks the fast parts a model supports, says once why any is off, and serves the policy, a live
 reference model and the cached reference pass alike.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import torch
 
 from simpo_recipes.training.lm_head import ChunkedHead, chunked_head_support
-from simpo_recipes.training.packing import PAIR_ATTENTION, pair_attention_support
+from simpo_recipes.training.packing import pair_attention_for
 
 logger = logging.getLogger("simpo_recipes")
 
@@ -25,10 +25,15 @@ def response_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != -100
     targets = labels.masked_fill(~mask, 0)
-    logits = logits.float()
-    # log p(target) = logit[target] − logsumexp(logits): never materialises a second [N, T, V] tensor
-    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    token_logps = target_logps(logits, targets)
     return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def target_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) for logits [..., V] and targets [...], in fp32: logit[target] − logsumexp(logits),
+    which never materialises a second [..., V] tensor."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
 class SequenceScorer:
@@ -36,20 +41,22 @@ class SequenceScorer:
     the model supports: chunked head, then padding-free packing and prefix sharing."""
 
     def __init__(self, model, lm_head_chunk_size: int, padding_free: bool, prefix_sharing: bool,
-                 max_length: int, role: str = "policy") -> None:
+                 role: str = "policy") -> None:
         self.chunked_head = None
         if lm_head_chunk_size:
             reason = chunked_head_support(model)
             if reason is None:
                 self.chunked_head = ChunkedHead(model, lm_head_chunk_size)
             else:
-                logger.warning("%s: chunked LM head off, the reference path is used: %s", role, reason)
-        packed = self.chunked_head is not None and (padding_free or prefix_sharing)
-        if packed and (reason := pair_attention_support(model, max_length)):
-            logger.warning("%s: padding_free and prefix_sharing off, padded batches are used: %s", role, reason)
-            packed = False
+                logger.warning("%s: chunked LM head off, the model's full logits are used: %s", role, reason)
+        packed = padding_free or prefix_sharing
         if packed:
-            model.set_attn_implementation(PAIR_ATTENTION)
+            attention, reason = pair_attention_for(model)
+            if attention is None:
+                logger.warning("%s: padding_free and prefix_sharing off, padded batches are used: %s", role, reason)
+                packed = False
+            else:
+                model.set_attn_implementation(attention)
         self.padding_free, self.prefix_sharing = packed and padding_free, packed and prefix_sharing
 
     @property
@@ -59,11 +66,15 @@ class SequenceScorer:
     def __call__(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """`model` may be wrapped (DDP, DeepSpeed); `batch` is a `PairCollator` batch of this scorer's layout."""
         model_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
-        if self.chunked_head is None:
-            return response_logps(model(**model_inputs).logits, batch["labels"])
         if "pair_spans" in batch:
             model_inputs |= {"position_ids": batch["position_ids"], "pair_spans": batch["pair_spans"]}
-        token_logps = self.chunked_head.logps(model, model_inputs, batch["score_index"], batch["score_target"])
+        if self.chunked_head is not None:
+            token_logps = self.chunked_head.logps(model, model_inputs, batch["score_index"], batch["score_target"])
+        elif "pair_spans" in batch:  # packed rows through the model's own head: full logits, scored positions kept
+            logits = model(**model_inputs).logits.flatten(0, 1)[batch["score_index"]]
+            token_logps = target_logps(logits, batch["score_target"])
+        else:
+            return response_logps(model(**model_inputs).logits, batch["labels"])
         sequence, n_sequences = batch["score_sequence"], 2 * batch["pair_count"]
         logps_sum = token_logps.new_zeros(n_sequences).index_add(0, sequence, token_logps)
         return logps_sum, torch.bincount(sequence, minlength=n_sequences)

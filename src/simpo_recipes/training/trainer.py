@@ -57,8 +57,7 @@ class PreferenceTrainer(Trainer):
         self._metrics = {"train": PairMetrics(), "eval": PairMetrics()}
         config = self.args
         model = self.accelerator.unwrap_model(self.model)
-        self.scorer = SequenceScorer(model, config.lm_head_chunk_size, config.padding_free, config.prefix_sharing,
-                                     config.max_length)
+        self.scorer = SequenceScorer(model, config.lm_head_chunk_size, config.padding_free, config.prefix_sharing)
         if isinstance(self.data_collator, PairCollator):
             self.data_collator = replace(self.data_collator, padding_free=self.scorer.padding_free,
                                          prefix_sharing=self.scorer.prefix_sharing)
@@ -73,7 +72,7 @@ class PreferenceTrainer(Trainer):
         elif ref_model is not None:
             self.ref_model = self._prepare_reference(ref_model)
             self.ref_scorer = SequenceScorer(ref_model, config.lm_head_chunk_size, config.padding_free,
-                                             config.prefix_sharing, config.max_length, role="reference")
+                                             config.prefix_sharing, role="reference")
             if self.ref_scorer.packed != self.scorer.packed:
                 raise ConfigError("the reference model cannot run the policy's batch layout")
         elif not hasattr(model, "disable_adapter"):
