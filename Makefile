@@ -17,7 +17,7 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
 .PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval onpolicy demo-onpolicy eval table \
-	bench clean
+	bench paper clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -90,6 +90,11 @@ table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: 
 
 bench: $(VENV)/.installed  ## Time the SimPO step against TRL CPO-SimPO and DPO -> docs/benchmarks.md (BENCH_ARGS=...)
 	$(OFFLINE) $(PY) scripts/bench_simpo.py $(BENCH_ARGS)
+
+PAPER_ARGS ?=
+paper: $(VENV)/.installed  ## SimPO's paper in miniature: 11 methods + gamma sweep on the demo task -> docs/paper_reproduction.md (<30 min, CPU)
+	$(MAKE) --no-print-directory demo-data demo-model
+	$(OFFLINE) $(PY) scripts/run_paper.py $(PAPER_ARGS)
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs
