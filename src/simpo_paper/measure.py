@@ -4,8 +4,10 @@ SimPO's and DPO's step time and peak memory (`python -m simpo_paper.measure effi
 process per contender, so that each peak is its own)."""
 from __future__ import annotations
 
+import itertools
 import json
 import resource
+import statistics
 import sys
 import threading
 import time
@@ -100,8 +102,8 @@ class PeakMemory(TrainerCallback):
 
 
 def efficiency_run(argv: list[str]) -> dict:
-    """Run one preference stage (argv as run_preference_stage's) in this process: wall and CPU time per
-    training step (the bench's StepTimer; CPU time moves less on a shared machine), the whole stage's
+    """Run one preference stage (argv as run_preference_stage's) in this process: the median wall and CPU
+    time of a training step (the bench's StepTimer; CPU time moves less on a shared machine), the whole stage's
     time (with the reference pass where there is one), the RSS training adds and the process's peak."""
     from simpo_bench.contenders import StepTimer
     from simpo_recipes.training.preference_stage import run_preference_stage
@@ -110,9 +112,11 @@ def efficiency_run(argv: list[str]) -> dict:
     start = time.monotonic()
     trainer = run_preference_stage(argv, callbacks=(timer, memory))
     stage_seconds = time.monotonic() - start
-    (wall0, cpu0), (wall1, cpu1) = timer.marks[1], timer.marks[-1]  # from the end of step 1: no warm-up
-    steps = len(timer.marks) - 2
-    return {"steps": trainer.state.global_step, "step_s": (wall1 - wall0) / steps, "cpu_step_s": (cpu1 - cpu0) / steps,
+    marks = timer.marks[1:]  # from the end of step 1: no warm-up
+    # the median step: a burst of other work on a shared machine moves a mean, not a median
+    wall, cpu = (statistics.median(b[i] - a[i] for a, b in itertools.pairwise(marks)) for i in (0, 1))
+    return {"steps": trainer.state.global_step, "parameters": trainer.model.num_parameters(),
+            "step_s": wall, "cpu_step_s": cpu,
             "stage_s": stage_seconds, "training_adds_mib": (memory.peak - memory.start) / 2**20,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux: KiB
 
