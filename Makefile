@@ -94,7 +94,8 @@ bench: $(VENV)/.installed  ## Time the SimPO step against TRL CPO-SimPO and DPO 
 PAPER_ARGS ?=
 paper: $(VENV)/.installed  ## SimPO's paper in miniature: 11 methods + gamma sweep on the demo task -> docs/paper_reproduction.md (<30 min, CPU)
 	$(MAKE) --no-print-directory demo-data demo-model
-	$(OFFLINE) $(PY) scripts/run_paper.py $(PAPER_ARGS)
+	@# one thread: the tiny model's 64-wide matrices gain nothing from two, and spinning threads slow a shared machine
+	OMP_NUM_THREADS=1 $(OFFLINE) $(PY) scripts/run_paper.py $(PAPER_ARGS)
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs
