@@ -37,6 +37,18 @@ def _win(results: dict, name: str) -> float | None:
     return results["test"]["models"][name]["win_rate_vs_baseline"]
 
 
+def _noise(results: dict, a: str, b: str) -> str:
+    """A note when two win rates differ by less than twice the standard error of their difference
+    (alpaca_eval's standard errors, taken as independent)."""
+    models = results["test"]["models"]
+    se = [models[m].get("alpaca_eval", {}).get("standard_error") for m in (a, b)]
+    if None in se:
+        return ""
+    two_se = 2 * (se[0] ** 2 + se[1] ** 2) ** 0.5 / 100
+    gap = abs(_win(results, a) - _win(results, b))
+    return f" — within noise: {gap:.1%} apart, 2 s.e. {two_se:.1%}" if gap < two_se else ""
+
+
 def _gamma_points(results: dict) -> list[tuple[float, str, dict]]:
     """(γ/β, test model name, run record) of the γ sweep, by γ."""
     base = results["base_gamma_beta_ratio"]
@@ -56,28 +68,36 @@ def claims(results: dict) -> list[tuple[str, str, str, str]]:
         out.append(("SimPO is ahead of every baseline on win rate",
                     "AlpacaEval 2 LC, Mistral-Base: SimPO 21.5, best baseline R-DPO 17.4",
                     f"win rate vs SFT: SimPO {_pct(simpo['win_rate_vs_baseline'])}, best baseline {label[best]} "
-                    f"{_pct(_win(results, best))}", "reproduced" if ok else "not reproduced"))
+                    f"{_pct(_win(results, best))}{_noise(results, 'simpo', best)}",
+                    "reproduced" if ok else "not reproduced"))
     if "simpo-no-ln" in models:
         no_ln = models["simpo-no-ln"]
         longer, lower = no_ln["mean_length"] > simpo["mean_length"], no_ln["win_rate_vs_baseline"] < simpo["win_rate_vs_baseline"]
         out.append(("Removing length normalisation lengthens the answers and lowers the win rate",
                     "AlpacaEval 2 LC 21.5 → 11.9 (Mistral-Base); \"long and repetitive\" answers",
                     f"mean length {simpo['mean_length']:.2f} → {no_ln['mean_length']:.2f} tokens; win rate "
-                    f"{_pct(simpo['win_rate_vs_baseline'])} → {_pct(no_ln['win_rate_vs_baseline'])}",
+                    f"{_pct(simpo['win_rate_vs_baseline'])} → {_pct(no_ln['win_rate_vs_baseline'])}"
+                    f"{_noise(results, 'simpo', 'simpo-no-ln')}",
                     "reproduced" if longer and lower else "partly reproduced (" + ("longer" if longer else "not longer")
                     + ", " + ("lower win rate" if lower else "win rate not lower") + ")" if longer or lower
                     else "not reproduced"))
         rho_ln, rho_no = (results["length_logprob"][m]["spearman"] for m in ("simpo", "simpo-no-ln"))
-        ok = rho_ln is not None and rho_no is not None and rho_no > rho_ln
+        higher = rho_ln is not None and rho_no is not None and rho_no > rho_ln
+        verdict = ("reproduced" if higher and rho_no > 0 else "partly reproduced (higher without, but not a "
+                   "positive correlation: longer answers are not favoured)" if higher else "not reproduced")
         out.append(("Without length normalisation, mean log-prob follows length more closely",
                     "Spearman(length, mean log-prob) 0.82 without, 0.34 with",
-                    f"{_rho(rho_no)} without, {_rho(rho_ln)} with", "reproduced" if ok else "not reproduced"))
+                    f"{_rho(rho_no)} without, {_rho(rho_ln)} with", verdict))
     if "simpo-gamma0" in models:
         g0 = models["simpo-gamma0"]
         ok = g0["win_rate_vs_baseline"] < simpo["win_rate_vs_baseline"]
         out.append(("A target margin γ > 0 helps: γ = 0 lowers the win rate", "AlpacaEval 2 LC 21.5 → 16.8 (Mistral-Base)",
-                    f"win rate {_pct(simpo['win_rate_vs_baseline'])} → {_pct(g0['win_rate_vs_baseline'])}",
+                    f"win rate {_pct(simpo['win_rate_vs_baseline'])} → {_pct(g0['win_rate_vs_baseline'])}"
+                    f"{_noise(results, 'simpo', 'simpo-gamma0')}",
                     "reproduced" if ok else "not reproduced"))
+    # a win-rate comparison that holds only within the noise says so in its verdict
+    out = [(a, b, d, v + " in direction only (within noise)" if v == "reproduced" and "within noise" in d else v)
+           for a, b, d, v in out]
     points = _gamma_points(results)
     gammas = [g for g, _, _ in points]
     accuracy = [r["heldout_reward_accuracy"] for _, _, r in points]
