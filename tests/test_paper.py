@@ -62,7 +62,7 @@ def test_the_rejected_answers_are_right_answers_changed_by_one_digit_or_chatter(
 
 
 SMALL = ("--methods simpo dpo --gamma_beta_ratios 0 0.5 --learning_rates 1e-4 3e-4 --n_prefs 256 --n_validation 30 "
-         "--n_test 40 --efficiency_steps 4 --sft_max_steps 60")
+         "--n_test 40 --efficiency_steps 4 --efficiency_rounds 2 --sft_max_steps 60")
 
 
 @pytest.mark.slow
@@ -103,7 +103,7 @@ def test_a_shrunken_make_paper_writes_the_document_and_figures_from_its_own_numb
         assert f"(paper/{png}.png)" in doc
         assert (repo_copy / f"docs/paper/{png}.png").stat().st_size > 10_000, png
     assert set(results["efficiency"]) == {"SimPO", "DPO (live reference)", "DPO (cached reference)"}
-    assert all(r["steps"] == 4 for r in results["efficiency"].values())
+    assert all(r["steps"] == 4 and r["rounds"] == 2 for r in results["efficiency"].values())
     cost = rows("Cost: SimPO against DPO")["SimPO"]
     assert f"{1000 * results['efficiency']['SimPO']['cpu_step_s']:.1f}" in cost
 

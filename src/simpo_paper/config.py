@@ -30,6 +30,7 @@ class PaperConfig:
     sft_max_steps: int = field(default=0, metadata={
         "help": "0: the demo's SFT stage as it is; N: stop it after N steps (the test's short run)."})
     efficiency_steps: int = field(default=40, metadata={"help": "Training steps timed per contender (SimPO, DPO)."})
+    efficiency_rounds: int = field(default=3, metadata={"help": "Turns each contender takes; the median is kept."})
     seed: int = 42
     data_dir: Path = Path("data/paper")
     output_dir: Path = Path("outputs/paper")
@@ -47,6 +48,9 @@ class PaperConfig:
             raise ConfigError(f"--learning_rates {self.learning_rates}: give one or more rates > 0")
         if len(self.gamma_beta_ratios) < 2 or any(g < 0 for g in self.gamma_beta_ratios):
             raise ConfigError(f"--gamma_beta_ratios {self.gamma_beta_ratios}: give two or more values ≥ 0")
+        if self.efficiency_steps < 2 or self.efficiency_rounds < 1:
+            raise ConfigError(f"--efficiency_steps {self.efficiency_steps} --efficiency_rounds {self.efficiency_rounds}: "
+                              "give two or more steps (the first is not timed) and one or more rounds")
         if not 0 <= self.longer_chosen_share <= 1:
             raise ConfigError(f"--longer_chosen_share {self.longer_chosen_share}: must be between 0 and 1")
         self.data_dir, self.output_dir, self.docs_dir = Path(self.data_dir), Path(self.output_dir), Path(self.docs_dir)

@@ -6,6 +6,7 @@ output_dir: a rerun (or a run after a kill) redoes only what is missing."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -52,31 +53,36 @@ def train_sft(recipe, topology, max_steps: int) -> str:
 
 
 def efficiency(config: PaperConfig, recipe, runs: dict[str, dict], sft: str, prefs: Path, topology) -> dict:
-    """SimPO's and DPO's time per step, whole stage time and peak memory, each in a process of its own,
-    at its chosen learning rate for `efficiency_steps` steps. DPO twice: with a live reference model
-    (the paper's setup) and with this repository's cached reference pass."""
+    """SimPO's and DPO's time per step, whole stage time and memory, each in a process of its own, at its
+    chosen learning rate for `efficiency_steps` steps. DPO twice: with a live reference model (the
+    paper's setup) and with this repository's cached reference pass. The contenders take turns for
+    `efficiency_rounds` rounds, so that a burst of other work on the machine hits them alike; each
+    number is the median over the rounds."""
     contenders = {"SimPO": ("simpo", []), "DPO (live reference)": ("dpo", ["--reference_logps=live"]),
                   "DPO (cached reference)": ("dpo", [])}
+    contenders = {label: c for label, c in contenders.items() if c[0] in runs}
+    rounds: dict[str, list[dict]] = {label: [] for label in contenders}
+    for i in range(config.efficiency_rounds):
+        for label, (method, extra) in contenders.items():
+            folder = config.output_dir / "efficiency" / f"{method}{'-live' if extra else ''}-{i}"
+            record = folder.with_suffix(".json")
+            if not record.exists():
+                run = Run(method, runs[method]["learning_rate"])
+                argv = stage_arguments(recipe, run, sft, prefs, folder, topology) + extra + [
+                    f"--max_steps={config.efficiency_steps}", "--eval_strategy=no", "--fresh_start=true"]
+                done = subprocess.run([sys.executable, "-m", "simpo_paper.measure", "efficiency", *argv],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise UserError(f"efficiency run {label} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+                write_json(record, json.loads(done.stdout.strip().splitlines()[-1]))
+            rounds[label].append(json.loads(record.read_text()))
     results = {}
-    for label, (method, extra) in contenders.items():
-        if method not in runs:
-            continue
-        folder = config.output_dir / "efficiency" / label.split(" (")[0].lower().replace(" ", "-")
-        folder = folder.with_name(folder.name + ("-live" if extra else ""))
-        record = folder.with_suffix(".json")
-        if not record.exists():
-            run = Run(method, runs[method]["learning_rate"])
-            argv = stage_arguments(recipe, run, sft, prefs, folder, topology) + extra + [
-                f"--max_steps={config.efficiency_steps}", "--eval_strategy=no", "--fresh_start=true"]
-            done = subprocess.run([sys.executable, "-m", "simpo_paper.measure", "efficiency", *argv],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                raise UserError(f"efficiency run {label} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-            write_json(record, json.loads(done.stdout.strip().splitlines()[-1]))
-        results[label] = json.loads(record.read_text())
+    for label, measured in rounds.items():
+        results[label] = {k: statistics.median(m[k] for m in measured) for k in measured[0]} | {
+            "rounds": len(measured), "cpu_step_s_each": [m["cpu_step_s"] for m in measured]}
         r = results[label]
-        say(f"efficiency {label}: {r['steps']} steps, {r['step_s'] * 1000:.1f} ms/step wall, "
-            f"{r['cpu_step_s'] * 1000:.1f} ms/step CPU, stage {r['stage_s']:.1f} s, training adds "
+        say(f"efficiency {label}: median of {len(measured)} rounds of {r['steps']:.0f} steps: {r['step_s'] * 1000:.1f} "
+            f"ms/step wall, {r['cpu_step_s'] * 1000:.1f} ms/step CPU, stage {r['stage_s']:.1f} s, training adds "
             f"{r['training_adds_mib']:.1f} MiB")
     return results
 
