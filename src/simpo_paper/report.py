@@ -166,6 +166,18 @@ def tuning_table(results: dict) -> list[str]:
     return lines
 
 
+def ablation_table(results: dict) -> list[str]:
+    models, label = results["test"]["models"], results["labels"]
+    lines = ["| variant | win rate vs SFT | test accuracy | mean length (tokens) | Spearman(length, mean log-prob) | "
+             "paper: AlpacaEval 2 LC (Mistral-Base) |", "|---|---|---|---|---|---|"]
+    for name in (m for m in ("simpo", "simpo-no-ln", "simpo-gamma0") if m in models):
+        m = models[name]
+        lines.append(f"| {label[name]} | {_pct(m['win_rate_vs_baseline'])} | {_pct(m['accuracy'])} | "
+                     f"{m['mean_length']:.2f} | {_rho(results['length_logprob'][name]['spearman'])} | "
+                     f"{PAPER_WIN[name]} |")
+    return lines
+
+
 def gamma_table(results: dict) -> list[str]:
     models = results["test"]["models"]
     lines = ["| γ/β | test accuracy | win rate vs SFT | mean length | held-out reward accuracy | held-out reward margin |",
@@ -328,7 +340,7 @@ def markdown(results: dict, figure_paths: list[Path], docs_dir: Path) -> str:
         "## Chosen learning rates (validation accuracy per rate)", "", *tuning_table(results), "",
     ]
     if "ablation.png" in rel:
-        lines += ["## Ablations", "", f"![ablations]({rel['ablation.png']})", ""]
+        lines += ["## Ablations", "", *ablation_table(results), "", f"![ablations]({rel['ablation.png']})", ""]
     lines += ["## γ sweep (SimPO at its chosen learning rate)", "", *gamma_table(results), "",
               f"![gamma]({rel['gamma.png']})", "",
               "## Length against log-probability", "", f"![length vs log-prob]({rel['length_logprob.png']})", ""]
