@@ -17,7 +17,7 @@ TRAIN_FLAGS = $(if $(NUM_GPUS),--num_processes $(NUM_GPUS)) $(if $(ACCELERATE_CO
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
 .PHONY: help install test demo demo-data demo-model train plan new-recipe sweep demo-eval onpolicy demo-onpolicy eval table \
-	bench gpu-bench clean
+	bench gpu-bench paper clean
 
 help:  ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,12 @@ bench: $(VENV)/.installed  ## Time the SimPO step against its limit, TRL CPO-Sim
 
 gpu-bench: $(VENV)/.installed  ## The step benchmark on one H100/H200 node, bf16, < 8 min -> docs/benchmarks-gpu.md (WHEELS=, DRY_RUN=1: CPU)
 	$(OFFLINE) PY=$(PY) scripts/gpu_bench.sh
+
+PAPER_ARGS ?=
+paper: $(VENV)/.installed  ## SimPO's paper in miniature: 11 methods + gamma sweep on the demo task -> docs/paper_reproduction.md (<30 min, CPU)
+	$(MAKE) --no-print-directory demo-data demo-model
+	@# one thread: the tiny model's 64-wide matrices gain nothing from two, and spinning threads slow a shared machine
+	OMP_NUM_THREADS=1 $(OFFLINE) $(PY) scripts/run_paper.py $(PAPER_ARGS)
 
 clean:  ## Remove generated data and outputs (keeps .venv)
 	rm -rf data outputs

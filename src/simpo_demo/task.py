@@ -15,6 +15,12 @@ Preference pairs: ``chosen`` is right, ``rejected`` shows the task's error mode;
 repeated digit (no error mode) it has a spurious duplicate (LONGER; teaches the model not to
 overcorrect) or two adjacent digits swapped. Error modes made of extra *text* tokens are fixed by
 SimPO without disturbing the digits; the duplicate modes make the model look at the input.
+
+`make paper` sets the share of pairs whose chosen answer is the LONGER one (`longer_chosen_share`),
+so that an objective that rewards length can be seen doing it: each sort or reverse pair gets, with
+that probability, a shorter wrong answer (the sort's dropped duplicates, else one digit dropped), and
+otherwise a longer one (a spurious duplicate for sorts, chatter for reverses). A max pair always gets
+the longer, chattering one: a one-digit answer has no shorter wrong answer.
 """
 from __future__ import annotations
 
@@ -84,6 +90,21 @@ def rejected_answer(task: str, items: list[int], rng: random.Random) -> str:
     return " ".join(map(str, out))
 
 
+def length_controlled_rejected(task: str, items: list[int], rng: random.Random, longer_chosen: bool) -> str:
+    """A wrong answer shorter than the right one when `longer_chosen` (and the task has one), else longer."""
+    right = expected_answer(task, items).split(" ")
+    if longer_chosen and task != "max":
+        wrong = error_answer(task, items) if task == "sort" else None
+        if wrong is None:
+            del right[rng.randrange(len(right))]
+            wrong = " ".join(right)
+        return wrong
+    if task == "sort":
+        i = rng.randrange(len(right))
+        return " ".join(right[:i + 1] + right[i:])
+    return f"{' '.join(right)} {CHATTER[task]}"
+
+
 def parse_prompt(prompt: str) -> dict | None:
     """{"task", "items"} of an instruction written by this module, or None if it is not one."""
     for task, templates in TEMPLATES.items():
@@ -138,8 +159,9 @@ class _Sampler:
                 return task, items, prompt
 
 
-def _make_row(kind: str, sampler: _Sampler) -> dict:
-    """One row of a split: kind is "sft", "prefs" or "heldout"."""
+def _make_row(kind: str, sampler: _Sampler, longer_chosen_share: float | None = None) -> dict:
+    """One row of a split: kind is "sft", "prefs" or "heldout"; `longer_chosen_share` (prefs): the
+    length-controlled rejected answers of `make paper` instead of the task's error modes."""
     task, items, prompt = sampler.draw()
     rng, right, pid = sampler.rng, expected_answer(task, items), _prompt_id(prompt)
     if kind == "heldout":
@@ -148,8 +170,9 @@ def _make_row(kind: str, sampler: _Sampler) -> dict:
         wrong = error_answer(task, items)
         answer = wrong if wrong is not None and rng.random() < SFT_ERROR_RATE[task] else right
         return {"prompt": prompt, "prompt_id": pid, "messages": _turns(prompt, answer)}
-    return {"prompt": prompt, "prompt_id": pid, "chosen": _turns(prompt, right),
-            "rejected": _turns(prompt, rejected_answer(task, items, rng)),
+    wrong = (rejected_answer(task, items, rng) if longer_chosen_share is None else
+             length_controlled_rejected(task, items, rng, rng.random() < longer_chosen_share))
+    return {"prompt": prompt, "prompt_id": pid, "chosen": _turns(prompt, right), "rejected": _turns(prompt, wrong),
             "score_chosen": float(rng.choice([8, 9, 10])), "score_rejected": float(rng.choice([2, 3, 4, 5]))}
 
 
@@ -160,13 +183,19 @@ def write_demo_data(
     n_heldout: int = 200,
     n_test: int = 200,
     seed: int = 42,
+    n_validation: int = 0,
+    longer_chosen_share: float | None = None,
 ) -> dict[str, Path]:
     """Write the SFT, preference and held-out sets under `out_dir`; returns their paths.
 
     Layout: ``sft/{train,test}.jsonl`` (UltraChat-200k schema), ``prefs/{train,test}.jsonl``
-    (UltraFeedback-binarized schema) and ``heldout.jsonl``. Deterministic for a seed; no prompt
-    appears twice anywhere.
+    (UltraFeedback-binarized schema), ``heldout.jsonl`` and, with `n_validation`, ``validation.jsonl``
+    (held-out prompts to tune on, never the test prompts). Deterministic for a seed; no prompt
+    appears twice anywhere. `longer_chosen_share` (0 to 1): see the module's docstring; None keeps
+    the demo's pairs. It changes only the preference splits: the SFT and held-out sets are the demo's.
     """
+    if longer_chosen_share is not None and not 0 <= longer_chosen_share <= 1:
+        raise ValueError(f"longer_chosen_share = {longer_chosen_share!r}: must be between 0 and 1")
     out = Path(out_dir)
     sampler = _Sampler(random.Random(seed))
     # Draw order is fixed so that each split is a pure function of the seed and the sizes before it.
@@ -177,6 +206,8 @@ def write_demo_data(
         "prefs_train": ("prefs", n_prefs, out / "prefs" / "train.jsonl"),
         "prefs_test": ("prefs", n_test, out / "prefs" / "test.jsonl"),
     }
-    return {name: write_jsonl(path, [_make_row(kind, sampler) for _ in range(n)])
+    if n_validation:
+        splits["validation"] = ("heldout", n_validation, out / "validation.jsonl")
+    return {name: write_jsonl(path, [_make_row(kind, sampler, longer_chosen_share) for _ in range(n)])
             for name, (kind, n, path) in splits.items()}
 
