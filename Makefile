@@ -88,8 +88,8 @@ eval: $(VENV)/.installed  ## AlpacaEval 2, Arena-Hard, MT-Bench for recipes/$(MO
 table: $(VENV)/.installed  ## Every evaluated model beside the paper's numbers: outputs/eval/table.md, .png
 	$(PY) scripts/make_table.py
 
-bench: $(VENV)/.installed  ## Time the SimPO step against its limit, TRL CPO-SimPO, DPO, and under ZeRO-3 -> docs/benchmarks.md (BENCH_ARGS=...)
-	$(OFFLINE) $(PY) scripts/bench_simpo.py $(BENCH_ARGS)
+bench: $(VENV)/.installed  ## Time the SimPO step against its limit, TRL CPO-SimPO, DPO, ZeRO-3 -> outputs/bench/ (DOCS=1: docs/benchmarks.md)
+	$(OFFLINE) $(PY) scripts/bench_simpo.py $(if $(DOCS),--output docs/benchmarks.md) $(BENCH_ARGS)
 
 gpu-bench: $(VENV)/.installed  ## The step benchmark on one H100/H200 node, bf16, < 8 min -> docs/benchmarks-gpu.md (WHEELS=, DRY_RUN=1: CPU)
 	$(OFFLINE) PY=$(PY) scripts/gpu_bench.sh

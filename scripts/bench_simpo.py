@@ -32,7 +32,8 @@ from simpo_recipes.files import write_atomic
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--output", default="docs/benchmarks.md", help="Markdown file whose results block is rewritten.")
+    p.add_argument("--output", default="outputs/bench/benchmarks.md",
+                   help="Markdown file whose results block is rewritten (`make bench DOCS=1`: docs/benchmarks.md).")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--shapes", nargs="+", default=["head-heavy", "body-heavy", "gemma2-shaped"], choices=list(SHAPES),
