@@ -8,10 +8,5 @@ from simpo_recipes.cli import run_cli
 from simpo_recipes.training.preference_stage import run_preference_stage
 from simpo_recipes.training.run_folder import interrupted_hint
 
-
-def main() -> None:
-    run_preference_stage()
-
-
 if __name__ == "__main__":
-    run_cli(main, interrupted=interrupted_hint)
+    run_cli(run_preference_stage, interrupted=interrupted_hint)
